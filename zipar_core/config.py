@@ -1,0 +1,57 @@
+"""ZipARConfig: the decoding schedule and the sampling settings, validated once up front."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+MODES = ("ntp", "fixed", "adaptive")
+
+
+@dataclass
+class ZipARConfig:
+    """How to decode one image grid.
+
+    Window convention (one definition, paper eq. 1): token x[i, j] may be decoded once
+    x[i-1, j .. j+window-1] are decoded (clipped at the row end), so row i trails row i-1 by ``window``
+    tokens. ``window == cols`` is plain raster decoding. The authors' Lumina code counts the leading EOL
+    slot in its window ("ZipAR-s" there is ``window = s - 1`` here).
+    """
+
+    mode: str = "fixed"  # "ntp": raster order, one image token per pass; "fixed": eq. 1; "adaptive": eq. 2-3
+    window: int = 8  # fixed: the window s; adaptive: the minimum window s_min; ignored by "ntp"
+    paper_first_row: bool = False  # decode row 0 completely before row 1 starts (the authors' code; paper tables)
+    guidance_scale: float = 1.0  # classifier-free guidance; 1.0 runs no unconditional branch
+    guidance_interval: int | None = None  # guide only image tokens whose raster index is below this
+    temperature: float = 1.0  # 0 = greedy (argmax)
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"window must be a whole number >= 1 (tokens of the row above), got {self.window!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.guidance_interval is not None and self.guidance_interval < 0:
+            raise ValueError(f"guidance_interval must be >= 0 or None, got {self.guidance_interval}")
+
+    @property
+    def guidance(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    def window_for(self, cols: int) -> int:
+        """The eq.-1 window on a grid of ``cols`` columns; raises when it cannot fit."""
+        if self.mode == "ntp":
+            return cols
+        if self.window > cols:
+            raise ValueError(
+                f"window {self.window} is larger than the grid width ({cols} tokens); use a window from 1 to "
+                f"{cols} ({cols} decodes in plain raster order, like mode='ntp')")
+        return self.window
+
+    def to_dict(self) -> dict:
+        return asdict(self)

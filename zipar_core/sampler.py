@@ -1,0 +1,281 @@
+"""The ZipAR decoding loop: the one place that knows the schedule, the cache slots and the mask.
+
+``generate`` runs prefill, then one forward pass per step of the schedule (``schedule.py``), feeding
+every token at its own slot under a visibility mask that shows only slots holding decoded tokens
+(``cache.py``), and samples the predicted tokens (``sampling.py``). Fixed and ntp schedules do not depend
+on the sampled values, so all their index tensors are built before the loop and the loop never waits
+for the device; adaptive mode reads each pass's accept decisions back (one sync per verifying pass),
+because the next pass depends on them.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .cache import visibility_mask
+from .config import ZipARConfig
+from .models.base import EOL_TOKEN, Conditioning, ZipARModel
+from .sampling import apply_guidance, probabilities, sample_from, speculative_step
+from .schedule import DRAFT, EOL, NONE, VERIFY, Pass, Schedule, count_passes
+
+class DecodingCancelled(RuntimeError):
+    """Raised when the ``cancel`` hook asks to stop; nothing partial is returned."""
+
+
+@dataclass
+class DecodeStats:
+    passes: int = 0  # forward passes of the batch, prefill included
+    tokens: int = 0  # image tokens per image (rows * cols)
+    batch_size: int = 1
+    drafts_proposed: int = 0  # adaptive: tentative first tokens checked against a larger window
+    drafts_accepted: int = 0
+    seconds: float = 0.0  # wall time of generate()
+    model_seconds: float | None = None  # time inside the model's forward calls (None: not measured)
+    sample_passes: list[int] = field(default_factory=list)  # passes each image needed on its own
+    expected_passes: int | None = None  # known up front in ntp/fixed mode (progress bars)
+
+    @property
+    def tokens_per_pass(self) -> float:
+        return self.tokens / max(self.passes, 1)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.drafts_accepted / self.drafts_proposed if self.drafts_proposed else None
+
+    def as_dict(self) -> dict:
+        return {"passes": self.passes, "tokens": self.tokens, "batch_size": self.batch_size,
+                "tokens_per_pass": self.tokens_per_pass, "drafts_proposed": self.drafts_proposed,
+                "drafts_accepted": self.drafts_accepted, "seconds": self.seconds,
+                "model_seconds": self.model_seconds, "sample_passes": list(self.sample_passes)}
+
+
+@dataclass
+class ZipARResult:
+    codes: torch.Tensor  # (B, H, W) long VQ codes
+    stats: DecodeStats
+
+
+StepCallback = Callable[[int, torch.Tensor, DecodeStats], None]
+
+
+@dataclass
+class _Step:
+    """Index tensors of one pass, per sample (B or 1 rows): what is fed where and what it predicts."""
+
+    slots: torch.Tensor  # (b, q) long; padding -> the scratch slot
+    source: torch.Tensor  # (b, q) long index into the flat code buffer (EOL and padding point at specials)
+    target: torch.Tensor  # (b, q) long index the sampled token is written to (unused -> trash entry)
+    kv_len: int
+    plans: list[Pass]
+
+
+def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generator=None,
+             callback: StepCallback | None = None, cancel: Callable[[], bool] | None = None,
+             profile: bool = False, cache=None) -> ZipARResult:
+    """Decode ``cond.batch_size`` code grids with the ZipAR schedule of ``config``.
+
+    generator: None, one ``torch.Generator`` shared by the batch, or one per image (then each image gets
+    exactly the tokens it would get alone). callback(step, codes, stats) runs after every pass; codes is the
+    live (B, H, W) buffer, -1 where undecoded: copy it to keep it. cancel() -> True stops with
+    :class:`DecodingCancelled` within one pass. profile: synchronise around model calls to time them.
+    """
+    t0 = time.perf_counter()
+    layout, B, N = cond.layout, cond.batch_size, cond.num_rows
+    if config.guidance != cond.guidance:
+        raise ValueError("the conditioning was prepared with guidance_scale "
+                         f"{'!= 1' if cond.guidance else '1'} but the config has {config.guidance_scale}; "
+                         "prepare it with the same guidance_scale")
+    config.window_for(layout.cols)  # validate the window against the grid before any model work
+    dev, V, HW = model.device, model.codebook_size, layout.num_tokens
+    scratch = layout.num_slots  # a slot no query ever sees: padded queries write there
+    codes = torch.full((B, HW + 2), -1, dtype=torch.long, device=dev)  # [grid | EOL sentinel | trash]
+    codes[:, HW] = EOL_TOKEN
+    filled = torch.zeros((N, scratch + 1), dtype=torch.bool, device=dev)
+    filled[:, : layout.prefix] = cond.prefix_valid.to(dev)
+    cache = cache if cache is not None else model.new_cache(cond, scratch + 1)
+    stats = DecodeStats(tokens=HW, batch_size=B, model_seconds=0.0 if profile or dev.type == "cpu" else None)
+    if config.mode != "adaptive":
+        stats.expected_passes = count_passes(layout, config)
+    timer = _ModelTimer(stats, profile, dev)
+    sched = [Schedule(layout, config) for _ in range(B)] if config.mode == "adaptive" else []
+    sampler = _TokenSampler(config, B, layout.cols, V, generator, dev)
+    sampler.codes = codes
+
+    prefix_slots = torch.arange(layout.prefix, device=dev).expand(N, -1)
+    with timer:
+        logits = model.prefill(cond, cache, visibility_mask(filled, prefix_slots, layout.prefix))
+    sampler.choose(logits[:, None], torch.zeros((B, 1), dtype=torch.long, device=dev), [1] * B)  # x[0, 0]
+    stats.passes, stats.sample_passes = 1, [1] * B
+    _notify(callback, cancel, 0, codes, layout, stats)
+
+    for step in _steps(sched, layout, config, scratch, dev):
+        plans = step.plans * (B // len(step.plans))  # fixed/ntp: one plan shared by every image
+        slots = step.slots.repeat(N // step.slots.shape[0], 1)  # (rows, q): images x guidance branches
+        filled.scatter_(1, slots, True)
+        visible = visibility_mask(filled, slots, step.kv_len)
+        tokens = codes.gather(1, step.source.expand(B, -1)).repeat(N // B, 1)
+        with timer:
+            logits = model.forward(cond, tokens, slots, visible, cache)
+        drafts = {b: (i, f.use) for b, p in enumerate(plans) for i, f in enumerate(p.feeds)
+                  if f.use in (DRAFT, VERIFY)} if sched else None
+        accepted = sampler.choose(logits, step.target.expand(B, -1), [len(p.feeds) for p in plans], drafts)
+        for b, s in enumerate(sched):
+            s.commit(plans[b], accepted.get(b, False))
+        _count(stats, plans, accepted)
+        _notify(callback, cancel, stats.passes - 1, codes, layout, stats)
+
+    stats.seconds = time.perf_counter() - t0
+    return ZipARResult(codes[:, :HW].view(B, layout.rows, layout.cols).clone(), stats)
+
+
+class _TokenSampler:
+    """Turns a pass's logits into tokens: guidance, filters, per-sample seeded draws, adaptive verify."""
+
+    def __init__(self, config: ZipARConfig, batch: int, cols: int, vocab: int, generator, device):
+        self.cfg, self.B, self.cols, self.V, self.device = config, batch, cols, vocab, device
+        self.gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * batch
+        if len(self.gens) != batch:
+            raise ValueError(f"got {len(self.gens)} generators for a batch of {batch} images; "
+                             "pass one per image or a single one")
+        adaptive = config.mode == "adaptive"
+        self.p_draft = torch.zeros((batch, vocab), device=device) if adaptive else None  # p_k of the pending draft
+        self.draft = torch.zeros(batch, dtype=torch.long, device=device) if adaptive else None
+
+    def choose(self, logits, target, counts, drafts: dict[int, tuple[int, str]] | None = None):
+        """logits (rows, q, V) of one pass; target (B, q) flat code index each query's token goes to;
+        counts: real feeds per sample; drafts: sample -> (query, DRAFT|VERIFY) for adaptive row starts.
+        Writes the sampled tokens into ``self.codes``; returns {sample: accepted} for VERIFY feeds."""
+        cfg, B = self.cfg, self.B
+        if cfg.guidance:
+            scale = cfg.guidance_scale if cfg.guidance_interval is None else torch.where(
+                target < cfg.guidance_interval, cfg.guidance_scale, 1.0)[..., None].to(logits.dtype)
+            logits = apply_guidance(logits, B, scale)
+        probs = probabilities(logits, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, q, V)
+        drafts = drafts or {}
+        noise, uniform, residual_noise = self._draw(probs.shape[1], counts, drafts)
+        self.codes.scatter_(1, target, sample_from(probs, noise))
+        return self._verify(probs, target, drafts, uniform, residual_noise) if drafts else {}
+
+    def _draw(self, q: int, counts: list[int], drafts):
+        """Per sample, in a fixed order: Exp(1) noise for its real feeds, then, if it verifies a draft,
+        r ~ U[0, 1) and the residual's noise. The draws depend only on the sample's own schedule, so an
+        image gets the same tokens alone and in a batch (given its own generator)."""
+        if self.cfg.temperature == 0:
+            return None, torch.full((self.B,), 0.5, device=self.device), None  # greedy: p is one-hot
+        noise = torch.ones((self.B, q, self.V), device=self.device)
+        uniform = torch.full((self.B,), 0.5, device=self.device)
+        residual = torch.ones((self.B, self.V), device=self.device)
+        for b, g in enumerate(self.gens):
+            noise[b, : counts[b]].exponential_(1, generator=g)
+            if drafts.get(b, (0, None))[1] == VERIFY:
+                uniform[b] = torch.rand((), generator=g, device=self.device)
+                residual[b].exponential_(1, generator=g)
+        return noise, uniform, residual
+
+    def _verify(self, probs, target, drafts, uniform, residual_noise) -> dict[int, bool]:
+        """Adaptive row starts (paper eq. 2-3): a DRAFT keeps its sample as x[r, 0] ~ p_k; a VERIFY checks
+        the pending draft against p_{k+1} and accepts or resamples from the residual."""
+        b_idx = torch.tensor(list(drafts), device=self.device)
+        q_idx = torch.tensor([q for q, _ in drafts.values()], device=self.device)
+        verifying = [use == VERIFY for _, use in drafts.values()]
+        p_new, tgt = probs[b_idx, q_idx], target[b_idx, q_idx]  # (n, V), (n,)
+        token = self.codes[b_idx, tgt]  # a DRAFT's freshly sampled token
+        accepted: dict[int, bool] = {}
+        if any(verifying):
+            v = torch.tensor(verifying, device=self.device)
+            noise = residual_noise[b_idx] if residual_noise is not None else None
+            checked, ok = speculative_step(self.draft[b_idx], self.p_draft[b_idx], p_new, uniform[b_idx], noise)
+            token = torch.where(v, checked, token)
+            self.codes[b_idx, tgt] = token
+            for b, flag, is_verify in zip(drafts, ok.tolist(), verifying):  # the sync adaptive mode needs
+                if is_verify:
+                    accepted[b] = flag
+        self.draft[b_idx] = token
+        self.p_draft[b_idx] = p_new
+        return accepted
+
+
+class _ModelTimer:
+    def __init__(self, stats: DecodeStats, profile: bool, device: torch.device):
+        self.stats, self.sync = stats, profile and device.type == "cuda"
+
+    def __enter__(self):
+        if self.stats.model_seconds is not None:
+            if self.sync:
+                torch.cuda.synchronize()
+            self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if self.stats.model_seconds is not None and exc[0] is None:
+            if self.sync:
+                torch.cuda.synchronize()
+            self.stats.model_seconds += time.perf_counter() - self.t
+
+
+def _build_step(plans: list[Pass], layout, scratch: int, device) -> _Step:
+    """Per-sample plans -> padded index tensors (padding feeds x[0,0] at the scratch slot)."""
+    W, HW = layout.cols, layout.num_tokens
+    q = max(len(p.feeds) for p in plans)
+    slots = [[scratch] * q for _ in plans]
+    source = [[0] * q for _ in plans]
+    target = [[HW + 1] * q for _ in plans]
+    for b, p in enumerate(plans):
+        for i, f in enumerate(p.feeds):
+            slots[b][i] = f.slot
+            source[b][i] = HW if f.source == EOL else f.source[0] * W + f.source[1]
+            if f.target is not None and f.use != NONE:
+                target[b][i] = f.target[0] * W + f.target[1]
+    kv_len = max(p.max_slot for p in plans if p.feeds) + 1
+    t = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    return _Step(t(slots), t(source), t(target), kv_len, plans)
+
+
+def _steps(sched: list[Schedule], layout, config: ZipARConfig, scratch: int, device):
+    """The passes after prefill: built ahead for ntp/fixed, one at a time from each image's schedule
+    (advanced by the caller after the pass) in adaptive mode."""
+    if not sched:
+        schedule = Schedule(layout, config)
+        schedule.start_prefill()
+        yield from _precomputed_steps(schedule, layout, scratch, device)
+        return
+    for s in sched:
+        s.start_prefill()
+    while not all(s.done() for s in sched):
+        yield _build_step([s.plan() for s in sched], layout, scratch, device)
+
+
+def _precomputed_steps(schedule: Schedule, layout, scratch: int, device):
+    """All steps of a value-independent (ntp/fixed) schedule, built before decoding starts."""
+    steps = []
+    while not schedule.done():
+        plan = schedule.plan()
+        steps.append(_build_step([plan], layout, scratch, "cpu"))
+        schedule.commit(plan)
+    # one host->device copy for the whole schedule; per-pass slices are views
+    for field_name in ("slots", "source", "target"):
+        flat = torch.cat([getattr(s, field_name).flatten() for s in steps]).to(device)
+        offset = 0
+        for s in steps:
+            n = getattr(s, field_name).numel()
+            setattr(s, field_name, flat[offset: offset + n].view(1, -1))
+            offset += n
+    return steps
+
+
+def _count(stats: DecodeStats, plans: list[Pass], accepted: dict[int, bool]) -> None:
+    stats.passes += 1
+    for b, plan in enumerate(plans):
+        stats.sample_passes[b] += bool(plan.feeds)
+        if any(f.use == VERIFY for f in plan.feeds):
+            stats.drafts_proposed += 1
+            stats.drafts_accepted += int(accepted.get(b, False))
+
+
+def _notify(callback, cancel, step: int, codes: torch.Tensor, layout, stats: DecodeStats) -> None:
+    if cancel is not None and cancel():
+        raise DecodingCancelled(f"decoding cancelled after {stats.passes} forward passes")
+    if callback is not None:
+        callback(step, codes[:, : layout.num_tokens].view(-1, layout.rows, layout.cols), stats)
