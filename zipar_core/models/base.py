@@ -42,11 +42,26 @@ class Conditioning:
 
 @runtime_checkable
 class ZipARModel(Protocol):
-    """What the sampler needs from a model family."""
+    """What the sampler needs from a model family (plus the uniform front door pipelines and nodes use)."""
 
+    family: str  # "llamagen" | "janus" | "emu3" | "lumina"
+    conditioning: str  # "class" (class labels) or "text" (prompts)
+    num_classes: int | None  # class-conditional models only
+    default_size: tuple[int, int]  # (height, width) in pixels the model was trained for
+    downsample: int  # pixels per token side (16 for VQ-16, 8 for Emu3)
     codebook_size: int  # logits and codes range over 0 .. codebook_size-1
     device: torch.device
     dtype: torch.dtype
+
+    def grid_for(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """(rows, cols) of the token grid for an image size (None: the default); ValueError naming the
+        sizes the model supports when it cannot make that size."""
+
+    def prepare(self, *, prompts=None, class_labels=None, negative_prompts=None, height: int | None = None,
+                width: int | None = None, guidance_scale: float = 1.0) -> Conditioning:
+        """Uniform keyword front door: a batch of prompts (text models) or class labels (class models),
+        optional negative prompts (where the family supports them), image size in pixels. ValueErrors
+        name the bad argument and the fix (class out of range, prompt too long, unsupported size)."""
 
     def new_cache(self, cond: Conditioning, num_slots: int) -> Any:
         """A slot cache (see ``zipar_core.cache.SlotKVCache``) for ``cond.num_rows`` rows."""
