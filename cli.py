@@ -5,23 +5,34 @@ import argparse
 import sys
 
 
-def _steps(args) -> None:
+def steps_table(rows: int, cols: int, eol: bool = False, windows: list[int] | None = None) -> str:
+    """Forward passes (prefill included) of every mode for a grid, as a Markdown table.
+
+    Fixed windows are exact (eq. 1); adaptive counts depend on the sampled tokens, so the table gives their
+    lower bound: every row pays at least one verification pass (offset s_min + 1).
+    """
     from .zipar_core import ZipARConfig, count_passes
     from .zipar_core.layout import TokenLayout
 
-    layout = TokenLayout(args.rows, args.cols, prefix=1, eol=args.eol)
+    layout = TokenLayout(rows, cols, prefix=1, eol=eol)
     ntp = count_passes(layout, ZipARConfig(mode="ntp"))
-    print(f"grid {args.rows}x{args.cols}{' + EOL' if args.eol else ''}: {layout.num_tokens} tokens")
-    print(f"{'mode':<28}{'passes':>8}{'of NTP':>9}")
-    print(f"{'ntp':<28}{ntp:>8}{1:>9.0%}")
-    windows = args.windows or sorted({w for w in (4, 8, 12, 16) if w < args.cols} | {max(1, args.cols // 2)})
+    windows = windows or [w for w in (4, 8, 12, 16) if w < cols] or [max(1, cols // 2)]
+    lines = [f"| {rows}x{cols}{' + EOL' if eol else ''} | passes | row 0 first (paper) | of NTP |",
+             "|---|---:|---:|---:|", f"| ntp | {ntp} | {ntp} | 100% |"]
+    if eol:
+        lines.append(f"| raster with EOL passes (model's own generate) | {rows * (cols + 1)} | | |")
     for s in windows:
-        for paper in (False, True):
-            n = count_passes(layout, ZipARConfig(window=s, paper_first_row=paper))
-            print(f"{f'fixed s={s}' + (' (paper row 0)' if paper else ''):<28}{n:>8}{n / ntp:>9.0%}")
-        if s < args.cols:  # every row pays at least one verification pass
-            low = (args.rows - 1) * (s + 1) + args.cols
-            print(f"{f'adaptive s_min={s}':<28}{f'>={low}':>8}{low / ntp:>9.0%}")
+        fixed = [count_passes(layout, ZipARConfig(window=s, paper_first_row=p)) for p in (False, True)]
+        lines.append(f"| fixed s={s} | {fixed[0]} | {fixed[1]} | {fixed[0] / ntp:.0%} |")
+    for s in windows:
+        if s < cols:
+            low = [(rows - 1) * (s + 1) + cols, 2 * cols + (rows - 2) * (s + 1)]
+            lines.append(f"| adaptive s_min={s} | >= {low[0]} | >= {low[1]} | >= {low[0] / ntp:.0%} |")
+    return "\n".join(lines)
+
+
+def _steps(args) -> None:
+    print(steps_table(args.rows, args.cols, args.eol, args.windows))
 
 
 def main(argv: list[str] | None = None) -> int:

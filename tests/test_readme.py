@@ -1,0 +1,26 @@
+"""README numbers come from the code: the step tables are regenerated and compared."""
+import re
+from pathlib import Path
+
+from zipar.cli import steps_table
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TABLES = [(24, 24, False, [8, 12, 14, 16]), (32, 32, False, [4, 8, 12, 16]), (48, 48, True, [11, 14, 17, 20])]
+
+
+def expected_block() -> str:
+    return "\n\n".join(steps_table(*t) for t in TABLES)
+
+
+def test_step_tables_match_the_code():
+    text = README.read_text()
+    block = re.search(r"<!-- steps:begin -->\n(.*?)\n<!-- steps:end -->", text, re.S)
+    assert block, "README lost its steps markers"
+    assert block.group(1) == expected_block(), "run: python tests/test_readme.py to regenerate the tables"
+
+
+if __name__ == "__main__":  # regenerate
+    text = README.read_text()
+    text = re.sub(r"<!-- steps:begin -->\n.*?<!-- steps:end -->",
+                  lambda m: f"<!-- steps:begin -->\n{expected_block()}\n<!-- steps:end -->", text, flags=re.S)
+    README.write_text(text)
