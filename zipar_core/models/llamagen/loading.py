@@ -1,0 +1,222 @@
+"""Loading official LlamaGen checkpoints (GPT and VQ-16) without being told their configuration.
+
+The release ships ``c2i_{B,L,XL,XXL,3B}_{256,384}.pt``, ``t2i_XL_stage{1,2}_{256,512}.pt`` and
+``vq_ds16_{c2i,t2i}.pt``. The architecture is read off the weight shapes, the trained grid off the file
+name (16 px per token) unless ``image_size`` is given, and the key set is checked strictly so that a wrong
+file fails with a message that says what the file is, instead of producing noise images.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+from torch import nn
+
+from ...checkpoints import CheckpointError, format_key_mismatch, format_shape_mismatch, load_state_dict
+from .gpt import PRESETS, LlamaGenConfig, LlamaGenTransformer
+from .vq import VQConfig, VQModel
+
+PIXELS_PER_TOKEN = 16
+_LAYER_KEY = re.compile(r"^layers\.(\d+)\.")
+# Derived inference state that some exports carry (rotary table, gpt-fast style caches/masks): not weights.
+_DERIVED_GPT_KEY = re.compile(r"^(freqs_cis|causal_mask|layers\.\d+\.attention\.kv_cache\.[kv]_cache)$")
+
+
+# ----------------------------------------------------------------------------------------------------
+# What is this file?
+
+
+def describe_state_dict(sd: dict) -> str:
+    """A short guess at what a state dict is, for error messages."""
+    keys = set(sd)
+    if "tok_embeddings.weight" in keys and any(k.startswith("layers.") for k in keys):
+        kind = "t2i" if any(k.startswith("cls_embedding.cap_proj") for k in keys) else "c2i"
+        return f"a LlamaGen GPT checkpoint ({kind})"
+    if "quantize.embedding.weight" in keys and any(k.startswith("decoder.") for k in keys):
+        return "a VQ tokenizer checkpoint"
+    if any(k.startswith(("model.layers.", "model.embed_tokens", "lm_head.")) for k in keys):
+        return "a transformers (Hugging Face) language-model state dict"
+    if any(k.startswith(("shared.", "encoder.block.")) for k in keys):
+        return "a T5 text-encoder state dict"
+    if any(k.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")) for k in keys):
+        return "a Stable Diffusion style checkpoint"
+    first = ", ".join(repr(k) for k in sorted(keys)[:3])
+    return f"an unrecognised state dict (keys like {first})"
+
+
+def is_gpt_state_dict(sd: dict) -> bool:
+    return "tok_embeddings.weight" in sd and "layers.0.attention.wqkv.weight" in sd
+
+
+def is_vq_state_dict(sd: dict) -> bool:
+    return "quantize.embedding.weight" in sd and "decoder.conv_in.weight" in sd
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration from names and shapes
+
+
+def image_size_from_name(path: str) -> int | None:
+    """``c2i_L_384.pt`` -> 384, ``t2i_XL_stage2_512.pt`` -> 512; None when the name does not say."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    m = re.search(r"(?:^|[_\-])(\d{3,4})(?:px)?$", stem)
+    return int(m.group(1)) if m else None
+
+
+def preset_from_name(path: str) -> str | None:
+    stem = os.path.basename(path)
+    m = re.search(r"(?:^|[_\-])(B|L|XL|XXL|XXXL|1B|3B|7B)(?:[_\-.])", stem)
+    return f"GPT-{m.group(1)}" if m else None
+
+
+def infer_gpt_config(sd: dict, path: str = "<memory>", preset: str | None = None,
+                     model_type: str | None = None, image_size: int | None = None,
+                     **overrides) -> LlamaGenConfig:
+    """Architecture from weight shapes; head count from the preset table (or ``n_head=`` override)."""
+    vocab, dim = sd["tok_embeddings.weight"].shape
+    n_layer = 1 + max(int(m.group(1)) for k in sd if (m := _LAYER_KEY.match(k)))
+    file_type = "t2i" if "cls_embedding.cap_proj.fc1.weight" in sd else "c2i"
+    if model_type is not None and model_type != file_type:
+        raise CheckpointError(f"{path} is a {file_type} LlamaGen model, but model_type={model_type!r} was asked for")
+
+    n_head = overrides.pop("n_head", None)
+    if n_head is None:
+        # An explicit preset must fit; otherwise the file name's preset, then any preset of this shape.
+        named = preset or preset_from_name(path)
+        candidates = [named] if named else []
+        if preset is None:
+            candidates += [p for p, (nl, _, d) in PRESETS.items() if (nl, d) == (n_layer, dim)]
+        for name in candidates:
+            key = name if name.startswith("GPT-") else f"GPT-{name}"
+            if key in PRESETS and (PRESETS[key][0], PRESETS[key][2]) == (n_layer, dim):
+                n_head = PRESETS[key][1]
+                break
+        else:
+            if preset is not None:
+                nl, _nh, d = PRESETS.get(preset if preset.startswith("GPT-") else f"GPT-{preset}", (None,) * 3)
+                raise CheckpointError(f"{path} has {n_layer} layers of width {dim}, which is not preset {preset} "
+                                      f"({nl} layers of width {d})")
+            raise CheckpointError(f"{path}: {n_layer} layers of width {dim} match no LlamaGen preset "
+                                  f"({', '.join(PRESETS)}); pass n_head= to load it")
+    head_dim = dim // n_head
+    qkv_rows = sd["layers.0.attention.wqkv.weight"].shape[0]
+    n_kv_head = (qkv_rows // head_dim - n_head) // 2
+
+    if image_size is None:
+        image_size = image_size_from_name(path)
+    if image_size is None:
+        raise ValueError(f"cannot tell the image size LlamaGen model {path} was trained at from its name; "
+                         f"pass image_size= (256, 384 or 512)")
+    if image_size % PIXELS_PER_TOKEN:
+        raise ValueError(f"image_size {image_size} is not a multiple of {PIXELS_PER_TOKEN} px per token")
+    side = image_size // PIXELS_PER_TOKEN
+
+    cfg = {"dim": dim, "n_layer": n_layer, "n_head": n_head, "n_kv_head": None if n_kv_head == n_head else n_kv_head,
+               "vocab_size": vocab, "model_type": file_type, "block_size": side * side}
+    if file_type == "c2i":
+        cfg.update(num_classes=sd["cls_embedding.embedding_table.weight"].shape[0] - 1, cls_token_num=1)
+    else:
+        cfg.update(caption_dim=sd["cls_embedding.cap_proj.fc1.weight"].shape[1],
+                   cls_token_num=sd["cls_embedding.uncond_embedding"].shape[0])
+    config = LlamaGenConfig(**cfg)
+    hidden = sd["layers.0.feed_forward.w1.weight"].shape[0]
+    if hidden != config.hidden_dim:  # e.g. a different multiple_of: take the width the file has
+        config = config.replace(ffn_hidden=hidden)
+    return config.replace(**overrides) if overrides else config
+
+
+def infer_vq_config(sd: dict, **overrides) -> VQConfig:
+    n, d = sd["quantize.embedding.weight"].shape
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    z = sd["quant_conv.weight"].shape[1]
+
+    def mults(prefix: str) -> tuple[int, ...]:
+        levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith(prefix + ".conv_blocks.")})
+        return tuple(sd[f"{prefix}.conv_blocks.{lv}.res.0.conv1.weight"].shape[0] // ch for lv in levels)
+
+    enc = mults("encoder")
+    dec = tuple(reversed(mults("decoder")))  # decoder blocks are stored lowest resolution first
+    nres = len({k.split(".")[4] for k in sd if k.startswith("encoder.conv_blocks.0.res.")})
+    cfg = VQConfig(codebook_size=n, codebook_embed_dim=d, z_channels=z, ch=ch, ch_mult=enc,
+                   decoder_ch_mult=None if dec == enc else dec, num_res_blocks=nres)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------
+# Strict loading
+
+
+def _load_strict(model: nn.Module, sd: dict, path: str, what: str) -> None:
+    """Load with assign=True onto a meta-built model; refuse any key or shape mismatch with a clear message."""
+    model_sd = model.state_dict()
+    missing = set(model_sd) - set(sd)
+    unexpected = set(sd) - set(model_sd)
+    shapes = format_shape_mismatch(model_sd, sd)
+    if missing or unexpected or shapes:
+        detail = "; ".join(x for x in (format_key_mismatch(missing, unexpected) if missing or unexpected else "",
+                                       shapes or "") if x)
+        raise CheckpointError(f"{path} does not match the {what} it was read as ({describe_state_dict(sd)}): {detail}")
+    model.load_state_dict(sd, strict=True, assign=True)
+
+
+def _read(path) -> tuple[str, dict]:
+    path = os.fspath(path)
+    return path, load_state_dict(path)
+
+
+def load_llamagen_gpt(path, preset: str | None = None, model_type: str | None = None,
+                      image_size: int | None = None, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str = "cpu", **overrides) -> LlamaGenTransformer:
+    """Official GPT checkpoint (``.pt`` with weights under "model", raw FSDP, or ``.safetensors``) -> model in eval."""
+    path, sd = _read(path)
+    sd = {k: v for k, v in sd.items() if not _DERIVED_GPT_KEY.match(k)}  # recomputed / reallocated here
+    if not is_gpt_state_dict(sd):
+        hint = " Give it as the VQ checkpoint instead." if is_vq_state_dict(sd) else ""
+        raise CheckpointError(f"{path} is not a LlamaGen GPT checkpoint: this looks like {describe_state_dict(sd)}.{hint}")
+    cfg = infer_gpt_config(sd, path, preset=preset, model_type=model_type, image_size=image_size, **overrides)
+    with torch.device("meta"):  # no random init of billions of weights; the file supplies every tensor
+        model = LlamaGenTransformer(cfg)
+    _load_strict(model, sd, path, f"LlamaGen GPT ({cfg.model_type}, {cfg.n_layer} layers, dim {cfg.dim})")
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_llamagen_vq(path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                     **overrides) -> VQModel:
+    """Official VQ checkpoint (``vq_ds16_c2i.pt`` / ``vq_ds16_t2i.pt``) -> VQModel in eval."""
+    path, sd = _read(path)
+    if not is_vq_state_dict(sd):
+        hint = " Give it as the GPT checkpoint instead." if is_gpt_state_dict(sd) else ""
+        raise CheckpointError(f"{path} is not a LlamaGen VQ tokenizer checkpoint: this looks like "
+                              f"{describe_state_dict(sd)}.{hint}")
+    cfg = infer_vq_config(sd, **overrides)
+    with torch.device("meta"):
+        model = VQModel(cfg)
+    # Training-only statistic: absent from some exports; fill it so the strict check stays meaningful.
+    if cfg.codebook_show_usage and "quantize.codebook_used" not in sd:
+        sd["quantize.codebook_used"] = torch.zeros(model.quantize.codebook_used.shape)
+    _load_strict(model, sd, path, "LlamaGen VQ tokenizer")
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_llamagen(gpt_path, vq_path, t5_path=None, *, preset: str | None = None,
+                  model_type: str | None = None, image_size: int | None = None,
+                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                  vq_dtype: torch.dtype = torch.float32, t5_dtype: torch.dtype | None = None,
+                  **gpt_overrides):
+    """GPT + VQ (+ FLAN-T5 folder for t2i) -> LlamaGenAdapter. The VQ decoder stays float32 by default.
+    ``gpt_overrides`` go to the GPT config (e.g. ``n_head`` for a file that matches no preset)."""
+    from .adapter import LlamaGenAdapter
+
+    gpt = load_llamagen_gpt(gpt_path, preset=preset, model_type=model_type, image_size=image_size,
+                            dtype=dtype, device=device, **gpt_overrides)
+    vq = load_llamagen_vq(vq_path, dtype=vq_dtype, device=device) if vq_path is not None else None
+    t5 = None
+    if t5_path is not None:
+        from .t5 import T5CaptionEncoder
+
+        t5 = T5CaptionEncoder(t5_path, device=device, dtype=t5_dtype or dtype,
+                              max_length=gpt.config.cls_token_num)
+    return LlamaGenAdapter(gpt, vq, t5=t5)
