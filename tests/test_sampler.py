@@ -6,7 +6,7 @@ image the tokens it gets alone; adaptive pass counts lie between fixed(s_min) an
 """
 import pytest
 import torch
-from toy_model import ToyAR
+from toy_model import Recorder, ToyAR
 
 from zipar.zipar_core.config import ZipARConfig
 from zipar.zipar_core.models.base import EOL_TOKEN
@@ -57,22 +57,6 @@ def test_full_window_equals_raster_decoding(model, eol, mode, guidance_scale):
     expected = raster_reference(model, [1, 3], ROWS, COLS, eol, guidance_scale)
     assert torch.equal(got.codes, expected)
     assert got.stats.passes == ROWS * COLS
-
-
-class Recorder:
-    """Wraps a model and keeps every forward's tokens, slots and logits."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, []
-        self.codebook_size, self.device, self.dtype = model.codebook_size, model.device, model.dtype
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def forward(self, cond, tokens, slots, visible, cache):
-        logits = self.model.forward(cond, tokens, slots, visible, cache)
-        self.calls.append((tokens.clone(), slots.clone(), logits.clone()))
-        return logits
 
 
 @pytest.mark.parametrize("eol", [False, True])

@@ -80,3 +80,19 @@ class ToyAR(nn.Module):
 
     def decode(self, codes):
         return (codes.float() / self.codebook_size * 2 - 1)[:, None].expand(-1, 3, -1, -1)
+
+
+class Recorder:
+    """Wraps a model and keeps every forward's tokens, slots and logits."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+        self.codebook_size, self.device, self.dtype = model.codebook_size, model.device, model.dtype
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def forward(self, cond, tokens, slots, visible, cache):
+        logits = self.model.forward(cond, tokens, slots, visible, cache)
+        self.calls.append((tokens.clone(), slots.clone(), logits.clone()))
+        return logits
