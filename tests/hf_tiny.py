@@ -1,0 +1,121 @@
+"""Tiny random Janus / Emu3 / Chameleon models and word-level tokenizers, built offline in milliseconds.
+
+Weights are random (seeded), scaled up where the default init makes greedy decoding collapse onto one
+token (found by trying): exactness tests need varied, position-dependent argmaxes to mean something.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+WORDS = ["a", "cat", "dog", "red", "blue", "on", "the", "mat", "photo", "of", "lowres", "bad", "Generate", "an",
+         "image", "according", "to", "following", "prompt", "User", "Assistant", "x", "*", ":", "<|", "|>", "|>:"]
+WORDS += [str(i) for i in range(10)]
+
+
+def word_tokenizer(vocab: dict[str, int], specials: list[str], **named) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over ``vocab``; ``specials`` are matched whole; named: bos_token=..., etc."""
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=named.get("unk_token", specials[0])))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(True)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **named)
+    fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s not in named.values()]})
+    return fast
+
+
+def _scale(model, factor: float):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and "vq" not in name:
+                p.mul_(factor)
+    return model.eval()
+
+
+# -- Janus -------------------------------------------------------------------------------------------
+
+def tiny_janus(attn="sdpa", seed=0):
+    from transformers import JanusConfig, JanusForConditionalGeneration
+
+    specials = ["<unk>", "<pad>", "<bos>", "<eos>", "<begin_of_image>", "<image_placeholder>"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    torch.manual_seed(seed)
+    text = {"model_type": "llama", "vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+                "bos_token_id": 2, "pad_token_id": 1, "eos_token_id": 3}
+    vision = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 64, "patch_size": 16,
+                  "num_image_tokens": 16, "projection_dim": 32, "intermediate_size": 64, "depth": 1}
+    vq = {"embed_dim": 8, "num_embeddings": 48, "base_channels": 32, "channel_multiplier": [1, 1, 1, 1, 1], "num_res_blocks": 1,
+              "latent_channels": 32, "projection_dim": 32, "image_token_embed_dim": 32}
+    cfg = JanusConfig(text_config=text, vision_config=vision, vq_config=vq, image_token_id=5)
+    cfg._attn_implementation = attn
+    model = _scale(JanusForConditionalGeneration(cfg), 8.0)
+    gen = model.generation_config
+    gen.bos_token_id, gen.pad_token_id, gen.generation_kwargs = 2, 1, {"boi_token_id": 4}
+    tok = word_tokenizer(vocab, specials, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+    return model, tok
+
+
+# -- Emu3 --------------------------------------------------------------------------------------------
+
+EMU3_SPECIALS = ["<|endoftext|>", "<|extra_203|>", "<|extra_204|>", "<|image start|>", "<|image end|>",
+                 "<|image token|>", "<image>", "<|extra_200|>", "<|extra_201|>", "<unk>"]
+
+
+def tiny_emu3(codebook=64, attn="sdpa", seed=0, max_positions=256):
+    from transformers import Emu3Config, Emu3ForConditionalGeneration
+
+    vocab = {w: i for i, w in enumerate(EMU3_SPECIALS + WORDS)}
+    for c in range(codebook):
+        vocab[f"<|visual token {c:06d}|>"] = len(vocab)
+    torch.manual_seed(seed)
+    text = {"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": max_positions,
+                "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    vq = {"codebook_size": codebook, "embed_dim": 4, "latent_channels": 4, "base_channels": 32, "channel_multiplier": [1, 1, 1, 1],
+              "num_res_blocks": 1, "attn_resolutions": [], "hidden_size": 32, "num_attention_heads": 1}
+    cfg = Emu3Config(text_config=text, vq_config=vq, vocabulary_map=vocab)
+    cfg._attn_implementation = attn
+    cfg.text_config._attn_implementation = attn
+    model = Emu3ForConditionalGeneration(cfg).eval()  # diverse enough as initialised
+    tok = word_tokenizer(vocab, EMU3_SPECIALS, unk_token="<unk>", pad_token="<|endoftext|>",
+                         bos_token="<|extra_203|>", eos_token="<|extra_204|>")
+    tok.boi_token, tok.image_wrapper_token = "<|image start|>", "<|image token|>"
+    return model, tok
+
+
+# -- Chameleon / Lumina-mGPT -------------------------------------------------------------------------
+
+def chameleon_image_name(code: int) -> str:
+    """Chameleon's vocabulary name of VQ code ``code``: digits spelled A..J between IMGIMG and Z."""
+    return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
+
+
+def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512):
+    """Lumina-mGPT's real special ids (8196/8197/8710/8803/8804+n) in a vocabulary of 8840 with
+    ``codebook`` image tokens at ids 4.. and a few words after the size tokens."""
+    from transformers import ChameleonConfig, ChameleonForConditionalGeneration
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for c in range(codebook):
+        vocab[chameleon_image_name(c)] = 4 + c
+    vocab.update({"<eoss>": 8196, "<racm3:break>": 8197, "<reserved08706>": 8710, "<reserved08799>": 8803})
+    for n in range(24):
+        vocab[f"<reserved{8800 + n:05d}>"] = 8804 + n
+    for w in WORDS + ["\n"]:
+        vocab.setdefault(w, 8830 + len([k for k in vocab if vocab[k] >= 8830]))
+    torch.manual_seed(seed)
+    cfg = ChameleonConfig(vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=max_positions, vocabulary_map=vocab, bos_token_id=0,
+                          pad_token_id=1, eos_token_id=2,
+                          vq_config={"embed_dim": 8, "num_embeddings": codebook, "base_channels": 32,
+                                         "channel_multiplier": [1, 1], "num_res_blocks": 1, "latent_channels": 8,
+                                         "resolution": 32, "attn_resolutions": []})
+    cfg._attn_implementation = attn
+    model = _scale(ChameleonForConditionalGeneration(cfg), 2.0)
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<eoss>", "<racm3:break>", "<reserved08706>", "<reserved08799>"]
+    tok = word_tokenizer({k: v for k, v in vocab.items() if not re.match(r"IMGIMG", k)}, specials,
+                         unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    return model, tok

@@ -1,0 +1,140 @@
+"""Emu3-Gen behind the ZipAR protocol, through transformers' ``Emu3ForConditionalGeneration``.
+
+Sequence: ``<bos>{prompt}<|image start|>{h}*{w}<|image token|>``, then h rows of w visual tokens each
+followed by the end-of-row token ``<|extra_200|>`` (then EOF, EOI, EOS, which ZipAR does not need). The
+EOL is known in advance, so the sampler feeds it at its slot and no row start needs a placeholder.
+Codes <-> vocabulary ids go through the model's own ``Emu3ImageVocabularyMapping``; logits are the LM
+head's columns of the visual tokens, so sampling never leaves the image vocabulary (DESIGN rule 6).
+
+Guidance: the unconditional row is the negative prompt in the same template (``<bos>{negative}<|image
+start|>{h}*{w}<|image token|>``, an empty negative prompt when none is given), as in BAAI's Emu3 code.
+transformers' ``generate(negative_prompt_ids=...)`` runs that row as a separate stream; here it shares
+the forward with the conditional rows, left-padded, with its own positions, which computes the same.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from .base import EOL_TOKEN, Conditioning
+from .hf_common import (
+    HFAdapter,
+    as_prompt_list,
+    broadcast_negative,
+    build_conditioning,
+    encode,
+    load_hf,
+    load_tokenizer,
+    model_attention,
+)
+
+DEFAULT_AREA = 720 * 720  # Emu3Processor's image_area default (518400): a 90 x 90 grid at 1:1
+SPECIAL = {"boi": "<|image start|>", "wrapper": "<|image token|>"}
+
+
+def calculate_generate_size(ratio: str, image_area: int, spatial_factor: int) -> tuple[int, int]:
+    """Token grid (rows, cols) for an aspect ratio "w:h" and a pixel area; the formula of
+    ``Emu3Processor.calculate_generate_size`` (kept here so prepare() works without the image processor,
+    which needs PIL; a test checks the two agree)."""
+    width, height = map(int, ratio.split(":"))
+    target_ratio = (image_area / (width * height)) ** 0.5
+    return round(height * target_ratio / spatial_factor), round(width * target_ratio / spatial_factor)
+
+
+class Emu3Adapter(HFAdapter):
+    family = "emu3"
+    DEFAULTS: ClassVar[dict] = {"guidance_scale": 3.0, "top_k": 2048, "temperature": 1.0}  # BAAI's Emu3-Gen example
+
+    def __init__(self, model, tokenizer=None):
+        model_attention(model)
+        self.model = model.eval()  # Emu3's attention_dropout defaults to 0.1
+        self.tokenizer = tokenizer
+        self.backbone = model.model.text_model
+        self.text_config = model.config.text_config
+        self.vq = model.model.vqmodel
+        self.factor = self.vq.spatial_scale_factor  # 8 px per token
+        vm = model.vocabulary_mapping
+        self.codebook_size = len(vm.img2bpe)
+        if sorted(vm.img2bpe) != list(range(self.codebook_size)):
+            raise ValueError("Emu3 vocabulary map: visual tokens must cover codes 0..N-1")
+        self.img2bpe = vm.img2bpe_mapping_tensor.long()  # (codebook,) code -> vocabulary id
+        self.eol_id = vm.eol_token_id
+        vocab = model.config.vocabulary_map
+        self.boi = getattr(tokenizer, "boi_token", None) or SPECIAL["boi"]
+        self.wrapper = getattr(tokenizer, "image_wrapper_token", None) or SPECIAL["wrapper"]
+        self.bos_id = getattr(tokenizer, "bos_token_id", None)
+        self.bos_id = self.text_config.bos_token_id if self.bos_id is None else self.bos_id
+        self.pad_id = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = self.text_config.pad_token_id if self.pad_id is None else self.pad_id
+        if self.eol_id is None or self.boi not in vocab or self.wrapper not in vocab:
+            raise ValueError("Emu3 vocabulary map lacks <|extra_200|>, <|image start|> or <|image token|>")
+        self._ids_on = {}  # device -> img2bpe on that device
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
+                        tokenizer=None, **kwargs) -> Emu3Adapter:
+        from transformers import Emu3ForConditionalGeneration
+
+        model = load_hf(Emu3ForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation, **kwargs)
+        return cls(model, load_tokenizer(path_or_id, tokenizer))
+
+    # -- conditioning --------------------------------------------------------------------------------
+    def grid_for(self, height: int | None = None, width: int | None = None, ratio: str | None = None,
+                 image_area: int | None = None) -> tuple[int, int]:
+        """(rows, cols): from an exact pixel size (multiples of 8), or from ratio + area as the processor does."""
+        if height is not None or width is not None:
+            if height is None or width is None:
+                raise ValueError("give both height and width (or ratio and image_area)")
+            if height % self.factor or width % self.factor or height <= 0 or width <= 0:
+                raise ValueError(f"Emu3 cannot make {width}x{height}: both sides must be positive multiples of "
+                                 f"{self.factor} px (one visual token each)")
+            return height // self.factor, width // self.factor
+        rows, cols = calculate_generate_size(ratio or "1:1", image_area or DEFAULT_AREA, self.factor)
+        if rows < 1 or cols < 1:
+            raise ValueError(f"ratio {ratio} with area {image_area} gives an empty {rows}x{cols} grid")
+        return rows, cols
+
+    def prompt_ids(self, prompt: str, rows: int, cols: int) -> list[int]:
+        if self.tokenizer is None:
+            raise ValueError("this Emu3 adapter has no tokenizer: pass one, or use prepare_ids()")
+        return encode(self.tokenizer, f"{prompt}{self.boi}{rows}*{cols}{self.wrapper}", self.bos_id)
+
+    def _prepare(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
+                height: int | None = None, width: int | None = None, guidance_scale: float = 1.0,
+                ratio: str | None = None, image_area: int | None = None) -> Conditioning:
+        rows, cols = self.grid_for(height, width, ratio, image_area)
+        prompts = as_prompt_list(prompt)
+        cond = [self.prompt_ids(p, rows, cols) for p in prompts]
+        uncond = None
+        if guidance_scale != 1.0:
+            negatives = broadcast_negative(negative_prompt, len(prompts)) or [""] * len(prompts)
+            uncond = [self.prompt_ids(n, rows, cols) for n in negatives]
+        return self.prepare_ids(cond, uncond, rows, cols)
+
+    def prepare_ids(self, cond_ids, uncond_ids, rows: int, cols: int) -> Conditioning:
+        return build_conditioning(cond_ids, uncond_ids, self.pad_id, rows, cols, eol=True,
+                                  max_positions=self.text_config.max_position_embeddings,
+                                  extras={"height": rows * self.factor, "width": cols * self.factor},
+                                  device=self.device)
+
+    # -- model hooks ---------------------------------------------------------------------------------
+    def _image_ids(self, device) -> torch.Tensor:
+        if device not in self._ids_on:
+            self._ids_on[device] = self.img2bpe.to(device)
+        return self._ids_on[device]
+
+    def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        ids = torch.where(tokens == EOL_TOKEN, self.eol_id, self._image_ids(tokens.device)[tokens.clamp_min(0)])
+        return self._embed_prompt(ids)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden)[..., self._image_ids(hidden.device)].float()
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, H, W) -> (B, 3, 8H, 8W) in [-1, 1]; the VQ decoder makes 4 frames, frame 0 is the image
+        (``Emu3VQVAE.decode`` returns it for 3-D input)."""
+        pixels = self.vq.decode(codes.to(self.vq.device))
+        return pixels.float().clamp(-1, 1)

@@ -1,0 +1,125 @@
+"""Janus-Pro (1B / 7B) behind the ZipAR protocol, through transformers' ``JanusForConditionalGeneration``.
+
+Sequence: ``<bos> <|User|>: {prompt}\\n\\n<|Assistant|>:<begin_of_image>`` then the 24 x 24 grid in raster
+order, no end-of-row token (rows start from a placeholder, DESIGN section 1). Image tokens do not go
+through the text embedding: the next input is ``generation_aligner(generation_embeddings(code))`` and the
+logits come from ``generation_head`` over the 16384 VQ codes, as in ``JanusForConditionalGeneration.generate``.
+Guidance rows are that method's unconditional prompt: every token except BOS and BOI replaced by pad.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from .base import Conditioning
+from .hf_common import (
+    HFAdapter,
+    as_prompt_list,
+    broadcast_negative,
+    build_conditioning,
+    encode,
+    load_hf,
+    load_tokenizer,
+    model_attention,
+)
+
+# DeepSeek's sft format for Janus-Pro text-to-image (system prompt empty); the processor appends BOI.
+PROMPT_TEMPLATE = "<|User|>: {prompt}\n\n<|Assistant|>:"
+BOI_TOKEN = "<begin_of_image>"
+
+
+class JanusAdapter(HFAdapter):
+    family = "janus"
+    DEFAULTS: ClassVar[dict] = {"guidance_scale": 5.0, "temperature": 1.0}  # transformers' generate default cfg 5
+
+    def __init__(self, model, tokenizer=None, prompt_template: str = PROMPT_TEMPLATE):
+        model_attention(model)  # refuse flash-attention before any work
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.prompt_template = prompt_template
+        inner = model.model
+        self.backbone = inner.language_model
+        self.text_config = model.config.text_config
+        self.vq = inner.vqmodel
+        self.codebook_size = self.vq.config.num_embeddings
+        self.rows, self.cols = self.vq.quantize.quant_state_dims  # the VQ decoder's fixed grid (24 x 24)
+        self.factor = 2 ** (len(self.vq.config.channel_multiplier) - 1)  # 16 px per token
+        gen = model.generation_config
+        tok = tokenizer
+        self.bos_id = _first(gen.bos_token_id, getattr(tok, "bos_token_id", None), self.text_config.bos_token_id)
+        self.pad_id = _first(gen.pad_token_id, getattr(tok, "pad_token_id", None), self.text_config.pad_token_id)
+        boi = (getattr(gen, "generation_kwargs", None) or {}).get("boi_token_id")
+        if boi is None and tok is not None:
+            boi = tok.convert_tokens_to_ids(getattr(tok, "boi_token", None) or BOI_TOKEN)
+        if None in (self.bos_id, self.pad_id, boi):
+            raise ValueError("Janus needs bos/pad/<begin_of_image> token ids: the generation config "
+                             "(generation_kwargs.boi_token_id) or the tokenizer must provide them")
+        self.boi_id = boi
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
+                        tokenizer=None, **kwargs) -> JanusAdapter:
+        from transformers import JanusForConditionalGeneration
+
+        model = load_hf(JanusForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation, **kwargs)
+        return cls(model, load_tokenizer(path_or_id, tokenizer))
+
+    # -- conditioning --------------------------------------------------------------------------------
+    def prompt_ids(self, prompt: str) -> list[int]:
+        if self.tokenizer is None:
+            raise ValueError("this Janus adapter has no tokenizer: pass one, or give token ids to prepare_ids()")
+        return encode(self.tokenizer, self.prompt_template.format(prompt=prompt), self.bos_id) + [self.boi_id]
+
+    def unconditional_ids(self, ids: Sequence[int]) -> list[int]:
+        """transformers' Janus unconditional prompt: all but BOS and BOI replaced by pad."""
+        return [t if t in (self.bos_id, self.boi_id) else self.pad_id for t in ids]
+
+    def _prepare(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
+                height: int | None = None, width: int | None = None, guidance_scale: float = 1.0) -> Conditioning:
+        prompts = as_prompt_list(prompt)
+        cond = [self.prompt_ids(p) for p in prompts]
+        negatives = broadcast_negative(negative_prompt, len(prompts))
+        uncond = None
+        if guidance_scale != 1.0:
+            uncond = ([self.prompt_ids(n) for n in negatives] if negatives is not None
+                      else [self.unconditional_ids(ids) for ids in cond])
+        return self.prepare_ids(cond, uncond, height, width)
+
+    def grid_for(self, height: int | None, width: int | None) -> tuple[int, int]:
+        size = (self.rows * self.factor, self.cols * self.factor)
+        if (height or size[0], width or size[1]) != size:
+            raise ValueError(f"Janus-Pro makes {size[1]}x{size[0]} images only (its VQ decoder has a fixed "
+                             f"{self.rows}x{self.cols} token grid); got {width or size[1]}x{height or size[0]}")
+        return self.rows, self.cols
+
+    def prepare_ids(self, cond_ids: list[list[int]], uncond_ids: list[list[int]] | None = None,
+                    height: int | None = None, width: int | None = None) -> Conditioning:
+        """Token-level entry: prompts already tokenized (BOS ... BOI), uncond rows or None (no guidance)."""
+        self.grid_for(height, width)
+        size = (self.rows * self.factor, self.cols * self.factor)
+        return build_conditioning(cond_ids, uncond_ids, self.pad_id, self.rows, self.cols, eol=False,
+                                  max_positions=self.text_config.max_position_embeddings,
+                                  extras={"height": size[0], "width": size[1]}, device=self.device)
+
+    # -- model hooks ---------------------------------------------------------------------------------
+    def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        # No EOL in this layout: every fed token is a VQ code (real or placeholder).
+        return self.model.prepare_embeddings_for_image_generation(tokens)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.model.generation_head(hidden).float()
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, 24, 24) -> (B, 3, 384, 384) in [-1, 1] (JanusVQVAE.decode, channels first)."""
+        B, H, W = codes.shape
+        if (H, W) != (self.rows, self.cols):
+            raise ValueError(f"Janus decodes {self.rows}x{self.cols} code grids, got {H}x{W}")
+        pixels = self.vq.decode(codes.reshape(B, -1).to(self.vq.device))
+        return pixels.float().clamp(-1, 1)
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)

@@ -1,0 +1,193 @@
+"""Lumina-mGPT (Chameleon architecture) behind the ZipAR protocol, through transformers' Chameleon.
+
+Prompt (Lumina-mGPT's ``FlexARInferenceSolver`` with one human turn):
+``<bos>Generate an image of {w}x{h} according to the following prompt:\\n{prompt}<reserved08706>``, then
+the image: ``<racm3:break>`` (8197), the size tokens ``<reserved{8800+n}>`` (id 8804+n, n = side / 32)
+for height then width, rows of (w visual tokens + EOL ``<reserved08799>`` = 8803), ``<eoss>`` (8196).
+The three image-header tokens are fixed here (the model would be forced to emit them anyway), so they
+are part of the prefix. 768 px -> 48 x 48 tokens, 16 px per token.
+
+``ChameleonForConditionalGeneration.forward`` sets every image-token logit to the dtype's minimum (it is
+a text-only head in transformers), so the adapter runs ``model.model`` and ``lm_head`` itself and keeps
+only the visual-token columns, mapped to VQ codes by the model's ``ChameleonImageVocabularyMapping``.
+
+Guidance follows Lumina's ``LLMImageStartTriggered...`` processor: the unconditional row starts at the
+image-start token (``<racm3:break> h w`` and the image so far), or is a negative prompt in the template.
+Defaults: cfg 3.0, image top-k 2000.
+
+Chameleon's VQGAN decoder is not in transformers: see ``chameleon_vqgan``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from .base import EOL_TOKEN, Conditioning
+from .hf_common import (
+    HFAdapter,
+    as_prompt_list,
+    broadcast_negative,
+    build_conditioning,
+    encode,
+    load_hf,
+    load_tokenizer,
+    model_attention,
+)
+
+PROMPT_TEMPLATE = "Generate an image of {width}x{height} according to the following prompt:\n{prompt}"
+PATCH = 32  # pixels per size-token unit: the size tokens count 32 px (2 x 2 visual tokens)
+# Chameleon vocabulary names of Lumina-mGPT's image tokens; ids are read from the vocabulary map when it has them.
+TOKENS = {"boi": ("<racm3:break>", 8197), "eoi": ("<eoss>", 8196), "eol": ("<reserved08799>", 8803),
+          "sep": ("<reserved08706>", 8710)}
+SIZE_TOKEN_BASE = 8804  # id of "<reserved08800>": the size token of n units is 8804 + n
+
+
+def generate_crop_size_list(num_patches: int, patch_size: int = PATCH, max_ratio: float = 4.0) -> list[tuple[int, int]]:
+    """(width, height) pairs Lumina-mGPT was trained on at a target size (its item processor's list): every
+    w x h grid of 32-px patches with w*h <= (target/32)^2 and aspect ratio at most 4."""
+    sizes, wp, hp = [], num_patches, 1
+    while wp > 0:
+        if max(wp, hp) / min(wp, hp) <= max_ratio:
+            sizes.append((wp * patch_size, hp * patch_size))
+        if (hp + 1) * wp <= num_patches:
+            hp += 1
+        else:
+            wp -= 1
+    return sizes
+
+
+def supported_sizes(target_size: int) -> list[tuple[int, int]]:
+    """(width, height) choices of a Lumina-mGPT checkpoint trained at ``target_size`` (512, 768, 1024)."""
+    return generate_crop_size_list((target_size // PATCH) ** 2)
+
+
+def guess_target_size(path_or_id: str) -> int | None:
+    """Lumina-mGPT checkpoints carry their training size in the name (Lumina-mGPT-7B-768, ...-1024)."""
+    m = re.search(r"(?<!\d)(512|768|1024)(?!\d)", os.path.basename(os.path.normpath(str(path_or_id))))
+    return int(m.group(1)) if m else None
+
+
+class LuminaAdapter(HFAdapter):
+    family = "lumina"
+    DEFAULTS: ClassVar[dict] = {"guidance_scale": 3.0, "top_k": 2000, "temperature": 1.0}
+
+    def __init__(self, model, tokenizer=None, vqgan=None, target_size: int | None = 768):
+        model_attention(model)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.vqgan = vqgan  # ChameleonVQGANDecoder or None (decode() then explains how to get it)
+        self.target_size = target_size
+        self.backbone = model.model
+        self.text_config = model.config
+        vm = model.model.vocabulary_mapping
+        self.codebook_size = len(vm.img2bpe)
+        if self.codebook_size == 0 or sorted(vm.img2bpe) != list(range(self.codebook_size)):
+            raise ValueError("Chameleon config has no usable vocabulary_map of IMGIMG image tokens")
+        self.img2bpe = vm.img2bpe_mapping_tensor.long()  # (codebook,) code -> vocabulary id
+        vocab = model.config.vocabulary_map or {}
+        self.ids = {k: vocab.get(name, default) for k, (name, default) in TOKENS.items()}
+        self.bos_id = model.config.bos_token_id
+        self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else self.bos_id
+        self.factor = 16  # VQGAN: 16 px per token (2 per 32-px size unit)
+        self._ids_on = {}
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
+                        tokenizer=None, vqgan=None, target_size: int | None = None, **kwargs) -> LuminaAdapter:
+        """vqgan: a ChameleonVQGANDecoder, or a path (file or folder) holding vqgan.ckpt + vqgan.yaml or a
+        safetensors conversion; None looks in the model folder. target_size: the training size; None reads it
+        from the name (…-768), else any multiple of 32 that fits the context is allowed."""
+        from transformers import ChameleonForConditionalGeneration
+
+        from .chameleon_vqgan import ChameleonVQGANDecoder, load_chameleon_vqgan
+
+        model = load_hf(ChameleonForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation,
+                        **kwargs)
+        if not isinstance(vqgan, ChameleonVQGANDecoder):
+            where = vqgan or (path_or_id if os.path.isdir(path_or_id) else None)
+            try:
+                vqgan = load_chameleon_vqgan(where, device=model.device) if where else None
+            except FileNotFoundError:
+                if vqgan is not None:  # asked for explicitly: say so
+                    raise
+                vqgan = None
+        return cls(model, load_tokenizer(path_or_id, tokenizer), vqgan,
+                   target_size if target_size is not None else guess_target_size(path_or_id))
+
+    # -- conditioning --------------------------------------------------------------------------------
+    def check_size(self, height: int, width: int) -> tuple[int, int]:
+        """Pixel size -> (rows, cols); refuses sizes the checkpoint cannot make."""
+        if height <= 0 or width <= 0 or height % PATCH or width % PATCH:
+            raise ValueError(f"Lumina-mGPT cannot make {width}x{height}: both sides must be positive multiples "
+                             f"of {PATCH} px (its size tokens count 32-px units)")
+        if self.target_size is not None and (width, height) not in supported_sizes(self.target_size):
+            sizes = supported_sizes(self.target_size)
+            near = sorted(sizes, key=lambda s: abs(s[0] - width) + abs(s[1] - height))[:4]
+            raise ValueError(f"Lumina-mGPT-{self.target_size} was not trained for {width}x{height}: its sizes "
+                             f"are w*h <= {self.target_size}^2 in 32-px steps with aspect ratio <= 4, e.g. "
+                             f"{', '.join(f'{w}x{h}' for w, h in near)}")
+        return height // self.factor, width // self.factor
+
+    def grid_for(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """(rows, cols) for a pixel size; None takes the checkpoint's training size (768 when unknown)."""
+        return self.check_size(height or self.target_size or 768, width or self.target_size or 768)
+
+    def image_header(self, rows: int, cols: int) -> list[int]:
+        return [self.ids["boi"], SIZE_TOKEN_BASE + rows // 2, SIZE_TOKEN_BASE + cols // 2]
+
+    def prompt_ids(self, prompt: str, height: int, width: int) -> list[int]:
+        if self.tokenizer is None:
+            raise ValueError("this Lumina adapter has no tokenizer: pass one, or use prepare_ids()")
+        text = PROMPT_TEMPLATE.format(width=width, height=height, prompt=prompt)
+        return encode(self.tokenizer, text, self.bos_id) + [self.ids["sep"]]
+
+    def _prepare(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
+                height: int | None = None, width: int | None = None, guidance_scale: float = 1.0) -> Conditioning:
+        height = height or self.target_size or 768
+        width = width or self.target_size or 768
+        rows, cols = self.grid_for(height, width)
+        prompts = as_prompt_list(prompt)
+        header = self.image_header(rows, cols)
+        cond = [self.prompt_ids(p, height, width) + header for p in prompts]
+        uncond = None
+        if guidance_scale != 1.0:
+            negatives = broadcast_negative(negative_prompt, len(prompts))
+            uncond = ([self.prompt_ids(n, height, width) + header for n in negatives] if negatives
+                      else [list(header) for _ in prompts])
+        return self.prepare_ids(cond, uncond, rows, cols)
+
+    def prepare_ids(self, cond_ids, uncond_ids, rows: int, cols: int) -> Conditioning:
+        """Token-level entry: every row already ends with the image header (``image_header``)."""
+        if rows % 2 or cols % 2:
+            raise ValueError(f"Lumina-mGPT grids have even sides (size tokens count 2 x 2 tokens), got {rows}x{cols}")
+        return build_conditioning(cond_ids, uncond_ids, self.pad_id, rows, cols, eol=True,
+                                  max_positions=self.text_config.max_position_embeddings,
+                                  extras={"height": rows * self.factor, "width": cols * self.factor},
+                                  device=self.device)
+
+    # -- model hooks ---------------------------------------------------------------------------------
+    def _image_ids(self, device) -> torch.Tensor:
+        if device not in self._ids_on:
+            self._ids_on[device] = self.img2bpe.to(device)
+        return self._ids_on[device]
+
+    def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        ids = torch.where(tokens == EOL_TOKEN, self.ids["eol"], self._image_ids(tokens.device)[tokens.clamp_min(0)])
+        return self._embed_prompt(ids)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # lm_head directly: ChameleonForConditionalGeneration.forward would mask every image logit
+        return self.model.lm_head(hidden)[..., self._image_ids(hidden.device)].float()
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, H, W) -> (B, 3, 16H, 16W) in [-1, 1] with Chameleon's VQGAN decoder."""
+        if self.vqgan is None:
+            raise ValueError("this Lumina-mGPT adapter has no VQGAN decoder: Chameleon's vqgan.ckpt + vqgan.yaml "
+                             "(Meta's Chameleon release, tokenizer/ folder) are needed; pass vqgan=<file or folder> "
+                             "to LuminaAdapter.from_pretrained")
+        return self.vqgan(codes)
