@@ -40,8 +40,7 @@ def test_sampling_follows_the_distribution():
     g = torch.Generator().manual_seed(0)
     probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
     n = 40000
-    noise = torch.empty(n, 4).exponential_(1, generator=g)
-    draws = sample_from(probs.expand(n, -1), noise)
+    draws = sample_from(probs.expand(n, -1), torch.rand(n, generator=g))
     counts = np.bincount(draws.numpy(), minlength=4)
     assert chisquare(counts, probs.double().numpy() / probs.double().sum().item() * n).pvalue > 1e-3
 
@@ -53,9 +52,9 @@ def test_speculative_step_samples_the_target_distribution(seed):
     V, n = 6, 60000
     p_draft = torch.softmax(torch.randn(V, generator=g) * 1.5, 0)
     p_target = torch.softmax(torch.randn(V, generator=g) * 1.5, 0)
-    draft = sample_from(p_draft.expand(n, -1), torch.empty(n, V).exponential_(1, generator=g))
+    draft = sample_from(p_draft.expand(n, -1), torch.rand(n, generator=g))
     token, accepted = speculative_step(draft, p_draft.expand(n, -1), p_target.expand(n, -1),
-                                       torch.rand(n, generator=g), torch.empty(n, V).exponential_(1, generator=g))
+                                       torch.rand(n, generator=g), torch.rand(n, generator=g))
     counts = np.bincount(token.numpy(), minlength=V)
     expected_counts = p_target.double().numpy() * n
     assert chisquare(counts, expected_counts / expected_counts.sum() * n).pvalue > 1e-3
@@ -73,6 +72,13 @@ def test_speculative_step_edge_cases():
     target = torch.tensor([[0.0, 0.0, 1.0]])
     tok, ok = speculative_step(torch.tensor([0]), p, target, torch.tensor([0.0]), None)
     assert not ok.item() and tok.item() == 2
+
+
+def test_inverse_cdf_never_picks_a_filtered_token():
+    probs = probabilities(torch.randn(4, 30, generator=torch.Generator().manual_seed(1)), 1.0, 3, 1.0)
+    u = torch.tensor([0.0, 0.3, 0.999999, 1 - 1e-9])
+    picks = sample_from(probs, u)
+    assert (probs.gather(-1, picks[:, None]) > 0).all()
 
 
 def test_greedy_is_one_hot():

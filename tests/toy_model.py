@@ -16,7 +16,8 @@ from zipar.zipar_core.models.base import EOL_TOKEN, Conditioning
 
 
 class ToyAR(nn.Module):
-    def __init__(self, codebook=32, classes=5, dim=32, heads=4, layers=2, max_slots=128, seed=0):
+    def __init__(self, codebook=32, classes=5, dim=32, heads=4, layers=2, max_slots=128, seed=0,
+                 dtype=torch.float32):
         super().__init__()
         torch.manual_seed(seed)
         self.codebook_size, self.classes, self.heads = codebook, classes, heads
@@ -28,8 +29,8 @@ class ToyAR(nn.Module):
         self.head = nn.Linear(dim, codebook)
         for p in self.parameters():  # larger weights: sharper, more position-dependent distributions
             p.data.mul_(3.0)
-        self.eval()
-        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.to(dtype).eval()
+        self.device, self.dtype = torch.device("cpu"), dtype
 
     def prepare(self, labels, rows, cols, eol=False, guidance=False) -> Conditioning:
         labels = torch.as_tensor(labels)

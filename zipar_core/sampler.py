@@ -155,27 +155,26 @@ class _TokenSampler:
             logits = apply_guidance(logits, B, scale)
         probs = probabilities(logits, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, q, V)
         drafts = drafts or {}
-        noise, uniform, residual_noise = self._draw(probs.shape[1], counts, drafts)
-        self.codes.scatter_(1, target, sample_from(probs, noise))
-        return self._verify(probs, target, drafts, uniform, residual_noise) if drafts else {}
+        uniform, accept, resample = self._draw(probs.shape[1], counts, drafts)
+        self.codes.scatter_(1, target, sample_from(probs, uniform))
+        return self._verify(probs, target, drafts, accept, resample) if drafts else {}
 
     def _draw(self, q: int, counts: list[int], drafts):
-        """Per sample, in a fixed order: Exp(1) noise for its real feeds, then, if it verifies a draft,
-        r ~ U[0, 1) and the residual's noise. The draws depend only on the sample's own schedule, so an
-        image gets the same tokens alone and in a batch (given its own generator)."""
+        """Per sample, in a fixed order: one U[0, 1) per real feed, then, if it verifies a draft, the accept
+        draw r and the residual's draw. The draws depend only on the sample's own schedule, so an image gets
+        the same tokens alone and in a batch (given its own generator)."""
         if self.cfg.temperature == 0:
             return None, torch.full((self.B,), 0.5, device=self.device), None  # greedy: p is one-hot
-        noise = torch.ones((self.B, q, self.V), device=self.device)
-        uniform = torch.full((self.B,), 0.5, device=self.device)
-        residual = torch.ones((self.B, self.V), device=self.device)
+        f64 = dict(dtype=torch.float64, device=self.device)  # float32 draws sit on a 6e-8 grid
+        uniform, accept, resample = torch.zeros((self.B, q), **f64), torch.zeros(self.B, **f64), torch.zeros(self.B, **f64)
         for b, g in enumerate(self.gens):
-            noise[b, : counts[b]].exponential_(1, generator=g)
+            uniform[b, : counts[b]].uniform_(generator=g)
             if drafts.get(b, (0, None))[1] == VERIFY:
-                uniform[b] = torch.rand((), generator=g, device=self.device)
-                residual[b].exponential_(1, generator=g)
-        return noise, uniform, residual
+                accept[b : b + 1].uniform_(generator=g)
+                resample[b : b + 1].uniform_(generator=g)
+        return uniform, accept, resample
 
-    def _verify(self, probs, target, drafts, uniform, residual_noise) -> dict[int, bool]:
+    def _verify(self, probs, target, drafts, accept, resample) -> dict[int, bool]:
         """Adaptive row starts (paper eq. 2-3): a DRAFT keeps its sample as x[r, 0] ~ p_k; a VERIFY checks
         the pending draft against p_{k+1} and accepts or resamples from the residual."""
         b_idx = torch.tensor(list(drafts), device=self.device)
@@ -186,8 +185,8 @@ class _TokenSampler:
         accepted: dict[int, bool] = {}
         if any(verifying):
             v = torch.tensor(verifying, device=self.device)
-            noise = residual_noise[b_idx] if residual_noise is not None else None
-            checked, ok = speculative_step(self.draft[b_idx], self.p_draft[b_idx], p_new, uniform[b_idx], noise)
+            checked, ok = speculative_step(self.draft[b_idx], self.p_draft[b_idx], p_new, accept[b_idx],
+                                           None if resample is None else resample[b_idx])
             token = torch.where(v, checked, token)
             self.codes[b_idx, tgt] = token
             for b, flag, is_verify in zip(drafts, ok.tolist(), verifying):  # the sync adaptive mode needs

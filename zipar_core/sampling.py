@@ -6,8 +6,6 @@ compare them with ``TopKLogitsWarper`` / ``TopPLogitsWarper``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 
@@ -52,30 +50,34 @@ def probabilities(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return logits.softmax(dim=-1)
 
 
-def exponential_noise(shape_per_sample: Sequence[tuple[int, ...]], generators, device) -> list[torch.Tensor]:
-    """One Exp(1) tensor per sample, drawn from that sample's own generator.
+def sample_from(probs: torch.Tensor, uniform: torch.Tensor | None) -> torch.Tensor:
+    """Categorical sample by inverse CDF: the first token whose cumulative probability exceeds u * total.
 
-    A single generator (or None) is shared by the batch in sample order, as diffusers does.
+    One U[0, 1) draw per token (not one per vocabulary entry, as the Gumbel/exponential trick needs: that
+    dominated the sampler's CPU time), no host sync (cumsum and searchsorted run on the device), and
+    zero-probability tokens are never chosen. ``uniform`` has probs' shape without the last dim; None
+    gives the argmax (greedy).
     """
-    gens = _per_sample(generators, len(shape_per_sample))
-    return [torch.empty(s, device=device).exponential_(1, generator=g) for s, g in zip(shape_per_sample, gens)]
-
-
-def sample_from(probs: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-    """Categorical sample with no host sync (argmax of p / Exp(1), gpt-fast's trick); noise None = argmax."""
-    if noise is None:
+    if uniform is None:
         return probs.argmax(-1)
-    return (probs / noise).argmax(-1)
+    # float64: a float32 running sum over 16k entries has an error far above the tail probabilities
+    cdf = probs.double().cumsum(-1)
+    target = (uniform.double() * cdf[..., -1]).unsqueeze(-1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # u * total can round up to total: fall back to the last token that has probability
+    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(-1)
+    return torch.minimum(index, last)
 
 
 def speculative_step(draft: torch.Tensor, p_draft: torch.Tensor, p_target: torch.Tensor, uniform: torch.Tensor,
-                     noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                     resample_uniform: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Verify a draft token drawn from ``p_draft`` against ``p_target`` (paper eq. 2-3).
 
     Accept with probability min(1, p_target(x) / p_draft(x)); on rejection resample from
     norm(max(0, p_target - p_draft)), or from p_target when that residual is (numerically) empty. The
-    returned token is distributed exactly as p_target. Shapes: draft (n,), p_* (n, V), uniform (n,),
-    noise (n, V) Exp(1) or None for greedy. Returns (token (n,), accepted (n,) bool).
+    returned token is distributed exactly as p_target. Shapes: draft (n,), p_* (n, V), uniform (n,) the
+    accept draw, resample_uniform (n,) the residual's draw or None for greedy. Returns (token (n,),
+    accepted (n,) bool).
     """
     p_t = p_target.gather(-1, draft[:, None]).squeeze(-1)
     p_d = p_draft.gather(-1, draft[:, None]).squeeze(-1)
@@ -83,14 +85,5 @@ def speculative_step(draft: torch.Tensor, p_draft: torch.Tensor, p_target: torch
     residual = (p_target - p_draft).clamp_min(0)
     mass = residual.sum(-1, keepdim=True)
     residual = torch.where(mass > 1e-12, residual / mass.clamp_min(1e-12), p_target)
-    resampled = sample_from(residual, noise)
+    resampled = sample_from(residual, resample_uniform)
     return torch.where(accepted, draft, resampled), accepted
-
-
-def _per_sample(generators, n: int) -> list:
-    if generators is None or isinstance(generators, torch.Generator):
-        return [generators] * n
-    gens = list(generators)
-    if len(gens) != n:
-        raise ValueError(f"got {len(gens)} generators for a batch of {n}; pass one per image or a single one")
-    return gens

@@ -1,0 +1,169 @@
+"""NTP against ZipAR on the same model, in one process: the numbers a user feels (seconds per image).
+
+Every configuration runs once to warm up, then all configurations run in turn, ``reps`` times (interleaved,
+so drift in machine speed hits them alike). Reported per configuration: passes, seconds per image
+(median, min, max), pass ratio and latency ratio against NTP, their quotient (the efficiency: 1.0 means
+every pass saved was time saved), time inside the model's forward against time in the sampler, and
+peak memory. A plain KV-cached raster loop of the same model (no ZipAR machinery) is the baseline
+that our NTP must not be slower than.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .zipar_core import ZipARConfig, generate
+from .zipar_core.cache import visibility_mask
+from .zipar_core.models.base import EOL_TOKEN
+from .zipar_core.sampling import apply_guidance, probabilities, sample_from
+
+
+@dataclass
+class BenchRow:
+    name: str
+    passes: int
+    seconds: list[float] = field(default_factory=list)  # per image
+    model_seconds: list[float] = field(default_factory=list)  # per image, inside model forward calls
+    peak_memory_mb: float | None = None
+
+    def summary(self, base: "BenchRow") -> dict:
+        med = statistics.median(self.seconds)
+        pass_ratio = base.passes / self.passes
+        latency_ratio = statistics.median(base.seconds) / med
+        model = statistics.median(self.model_seconds) if self.model_seconds else None
+        return {"name": self.name, "passes": self.passes, "sec_per_image_median": med,
+                "sec_per_image_min": min(self.seconds), "sec_per_image_max": max(self.seconds),
+                "pass_ratio": pass_ratio, "latency_ratio": latency_ratio, "efficiency": latency_ratio / pass_ratio,
+                "model_sec_per_image": model,
+                "sampler_overhead": None if model is None else (med - model) / med,
+                "peak_memory_mb": self.peak_memory_mb}
+
+
+def plain_raster_loop(model, cond, config: ZipARConfig, generator=None) -> tuple[torch.Tensor, int]:
+    """The baseline: prefill, then one token per pass in raster order (EOL tokens forced in their own pass,
+    as a model's own generate does), a causal mask sliced from one preallocated buffer, no schedule."""
+    layout, B, N, dev = cond.layout, cond.batch_size, cond.num_rows, model.device
+    order = [layout.slot(r, c) for r in range(layout.rows) for c in range(layout.cols)]
+    if layout.eol:
+        order = sorted(order + [layout.eol_slot(r) for r in range(layout.rows - 1)])
+    cache = model.new_cache(cond, layout.num_slots + 1)
+    filled = torch.zeros((N, layout.num_slots + 1), dtype=torch.bool, device=dev)
+    filled[:, : layout.prefix] = cond.prefix_valid
+    logits = model.prefill(cond, cache, visibility_mask(filled, torch.arange(layout.prefix, device=dev).expand(N, -1),
+                                                        layout.prefix))[:, None]
+    visible = filled[:, None, :].clone()  # (N, 1, S): becomes causal as slots are written
+    codes, passes, eol = [], 1, {layout.eol_slot(r) for r in range(layout.rows - 1)} if layout.eol else set()
+    for i, slot in enumerate(order):
+        if slot in eol:
+            token = torch.full((B,), EOL_TOKEN, dtype=torch.long, device=dev)
+        else:
+            guided = apply_guidance(logits, B, config.guidance_scale) if cond.guidance else logits
+            probs = probabilities(guided[:, -1], config.temperature, config.top_k, config.top_p)
+            u = None if config.temperature == 0 else torch.rand(B, generator=generator, device=dev)
+            token = sample_from(probs, u)
+            codes.append(token)
+        if i == len(order) - 1:
+            break
+        visible[:, 0, slot] = True
+        logits = model.forward(cond, token.repeat(N // B)[:, None], torch.full((N, 1), slot, device=dev),
+                               visible[:, :, : slot + 1], cache)
+        passes += 1
+    return torch.stack(codes, 1).view(B, layout.rows, layout.cols), passes
+
+
+def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, plain: bool = True,
+                seed: int = 0) -> list[dict]:
+    """Warm up every configuration, then run all of them ``reps`` times, interleaved."""
+    B = cond.batch_size
+    cuda = model.device.type == "cuda"
+    runners = {}
+    if plain:
+        ntp = next(iter(configs.values()))
+        runners["plain KV-cached loop"] = lambda: (None, *plain_raster_loop(
+            model, cond, ntp, torch.Generator(model.device).manual_seed(seed)))
+    for name, cfg in configs.items():
+        runners[name] = (lambda cfg=cfg: _zipar_run(model, cond, cfg, seed))
+    rows: dict[str, BenchRow] = {}
+    for name, fn in runners.items():  # warm-up
+        _, _, passes = fn()
+        rows[name] = BenchRow(name, passes)
+    for _ in range(reps):
+        for name, fn in runners.items():
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            model_seconds, _, _ = fn()
+            if cuda:
+                torch.cuda.synchronize()
+            rows[name].seconds.append((time.perf_counter() - t) / B)
+            if model_seconds is not None:
+                rows[name].model_seconds.append(model_seconds / B)
+            rows[name].peak_memory_mb = (torch.cuda.max_memory_allocated() if cuda else
+                                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    base = rows[next(iter(configs))]
+    return [rows[name].summary(base) for name in runners]
+
+
+def _zipar_run(model, cond, cfg, seed):
+    gens = [torch.Generator(model.device).manual_seed(seed + i) for i in range(cond.batch_size)]
+    r = generate(model, cond, cfg, generator=gens, profile=True)
+    return r.stats.model_seconds, r.codes, r.stats.passes
+
+
+def default_configs(cols: int, windows=(4, 8, 12, 16), adaptive=(8,), **sampling) -> dict[str, ZipARConfig]:
+    configs = {"ntp": ZipARConfig(mode="ntp", **sampling)}
+    configs.update({f"fixed s={s}": ZipARConfig(mode="fixed", window=s, **sampling) for s in windows if s <= cols})
+    configs.update({f"adaptive s_min={s}": ZipARConfig(mode="adaptive", window=s, **sampling)
+                    for s in adaptive if s <= cols})
+    return configs
+
+
+def format_table(title: str, results: list[dict]) -> str:
+    lines = [f"**{title}**", "",
+             "| decoding | passes | s/image (median) | min | max | pass ratio | latency ratio | efficiency "
+             "| in model | peak MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        inside = "" if r["sampler_overhead"] is None else f"{1 - r['sampler_overhead']:.0%}"
+        lines.append(f"| {r['name']} | {r['passes']} | {r['sec_per_image_median']:.3f} | {r['sec_per_image_min']:.3f} "
+                     f"| {r['sec_per_image_max']:.3f} | {r['pass_ratio']:.2f}x | {r['latency_ratio']:.2f}x "
+                     f"| {r['efficiency']:.2f} | {inside} | {r['peak_memory_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="NTP vs ZipAR on one model in one process: passes, seconds, efficiency")
+    p.add_argument("--preset", default="GPT-B", help="LlamaGen size with random weights: tiny, GPT-B, GPT-L, ...")
+    p.add_argument("--grid", type=int, default=24)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--windows", type=int, nargs="*", default=[4, 8, 12, 16])
+    p.add_argument("--adaptive", type=int, nargs="*", default=[8])
+    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> None:
+    from .demo import random_llamagen
+
+    torch.set_grad_enabled(False)
+    model = random_llamagen(args.preset, args.grid, args.device)
+    model.gpt.to(getattr(torch, args.dtype))
+    cond = model.prepare(class_labels=[i % model.config.num_classes for i in range(args.batch_size)],
+                         rows=args.grid, cols=args.grid, guidance_scale=args.guidance_scale)
+    configs = default_configs(args.grid, args.windows, args.adaptive, guidance_scale=args.guidance_scale)
+    results = run_configs(model, cond, configs, args.reps)
+    title = (f"LlamaGen {args.preset} (random weights), {args.grid}x{args.grid}, batch {args.batch_size}, "
+             f"guidance {args.guidance_scale}, {args.device} {args.dtype}, {torch.get_num_threads()} threads")
+    print(format_table(title, results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"title": title, "results": results}, f, indent=2)
