@@ -5,3 +5,21 @@ pack. Importing it is cheap: torch, transformers and diffusers load only when so
 is used.
 """
 __version__ = "0.1.0"
+
+# ComfyUI entry point (V1 contract). Torch-free to import: the nodes load torch when they run.
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "__version__"]
+
+_LAZY = {"ZipARPipeline": ".pipelines", "ZipARPipelineOutput": ".pipelines"}
+
+
+def __getattr__(name):
+    # diffusers is imported on first use only: ComfyUI's start-up imports this file and must stay fast.
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,341 @@
+"""Everything the nodes need from ComfyUI, behind guarded imports.
+
+The pack must import and its tests must run without ComfyUI (diffusers users, CI): every ``comfy`` /
+``folder_paths`` import happens inside a function, at call time, and each helper has a plain-PyTorch
+fallback. Nothing here queries a device at import time.
+
+- model folders: a ``zipar`` folder registered with ``folder_paths`` (``models/zipar`` plus any
+  ``zipar:`` entries of extra_model_paths.yaml); without ComfyUI, the ``ZIPAR_MODELS_DIR`` environment
+  variable (os.pathsep-separated folders).
+- memory: the adapter's torch modules wrapped in ``comfy.model_patcher.ModelPatcher`` so that
+  ``comfy.model_management`` loads them onto the compute device when a node needs them and offloads or
+  evicts them when another model needs the memory.
+- progress: ``comfy.utils.ProgressBar`` per forward pass, with a partially decoded preview every few
+  passes, and ComfyUI's interrupt check after every pass.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+FOLDER = "zipar"  # models/zipar
+ENV_MODELS_DIR = "ZIPAR_MODELS_DIR"
+WEIGHT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+_MAX_DEPTH = 3  # how deep model entries are looked for below a model folder
+
+
+# ----------------------------------------------------------------------------------------------------
+# Guarded imports
+
+
+def _comfy(name: str):
+    """``comfy.<name>`` or None outside ComfyUI."""
+    try:
+        import importlib
+
+        return importlib.import_module(f"comfy.{name}")
+    except Exception:  # noqa: BLE001 -- not installed, or a partial install: behave as plain PyTorch
+        return None
+
+
+def _folder_paths():
+    try:
+        import folder_paths
+
+        return folder_paths
+    except Exception:  # noqa: BLE001 -- outside ComfyUI
+        return None
+
+
+def in_comfyui() -> bool:
+    return _comfy("model_management") is not None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model folders and entries
+
+
+def register_model_folder() -> None:
+    """Make ``models/zipar`` a ComfyUI model folder (idempotent; keeps paths added by extra_model_paths.yaml)."""
+    fp = _folder_paths()
+    if fp is None:
+        return
+    default = os.path.join(fp.models_dir, FOLDER)
+    try:
+        fp.add_model_folder_path(FOLDER, default, is_default=True)
+    except TypeError:  # older ComfyUI without is_default
+        fp.add_model_folder_path(FOLDER, default)
+    exts = fp.folder_names_and_paths[FOLDER][1]
+    if isinstance(exts, set):
+        exts.update(WEIGHT_EXTENSIONS)
+
+
+def model_folders() -> list[str]:
+    fp = _folder_paths()
+    if fp is not None:
+        register_model_folder()
+        return fp.get_folder_paths(FOLDER)
+    env = os.environ.get(ENV_MODELS_DIR, "")
+    return [p for p in env.split(os.pathsep) if p]
+
+
+def _is_aux_file(name: str) -> bool:
+    """A file that belongs to a model but is not one: LlamaGen's VQ tokenizer (name contains 'vq'), found by
+    the loader next to its GPT checkpoint."""
+    return "vq" in name.lower()
+
+
+def _is_model_dir(path: str) -> bool:
+    """A folder that is one model: a transformers folder (config.json), or a LlamaGen folder with exactly
+    one GPT checkpoint (plus its VQ tokenizer and, for text-to-image, a FLAN-T5 subfolder)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    if "config.json" in names:
+        return True
+    weights = [n for n in names if n.lower().endswith(WEIGHT_EXTENSIONS) and os.path.isfile(os.path.join(path, n))]
+    gpt = [n for n in weights if not _is_aux_file(n)]
+    return len(gpt) == 1 and len(weights) - len(gpt) == 1
+
+
+def list_model_entries() -> list[str]:
+    """Names the loader offers, relative to a ``zipar`` model folder with '/' separators (as ComfyUI names
+    files in subfolders): model folders (transformers folders; LlamaGen folders with one GPT checkpoint,
+    its VQ tokenizer and, for t2i, FLAN-T5), whose files are not listed one by one, and loose weight files
+    (LlamaGen GPT checkpoints; the VQ tokenizer beside them is not listed). Subfolders are searched a few
+    levels deep."""
+    entries: set[str] = set()
+    for base in model_folders():
+        if os.path.isdir(base):
+            _scan(base, "", 0, entries)
+    return sorted(entries, key=str.lower)
+
+
+def _scan(base: str, rel: str, depth: int, out: set) -> None:
+    try:
+        items = sorted(os.scandir(os.path.join(base, rel) if rel else base), key=lambda e: e.name)
+    except OSError:
+        return
+    for item in items:
+        if item.name.startswith("."):
+            continue
+        name = f"{rel}/{item.name}" if rel else item.name
+        if item.is_dir():
+            if _is_model_dir(item.path):
+                out.add(name)
+            elif depth + 1 < _MAX_DEPTH:
+                _scan(base, name, depth + 1, out)
+        elif item.name.lower().endswith(WEIGHT_EXTENSIONS) and not _is_aux_file(item.name):
+            out.add(name)
+
+
+def resolve_model_path(name: str) -> str:
+    """Entry name -> absolute path inside one of the model folders. Absolute paths, '..' and anything
+    that would leave the model folder are refused (symlinked entries inside the folder are fine)."""
+    folders = model_folders()
+    where = ", ".join(folders) or f"(none: set {ENV_MODELS_DIR} or run inside ComfyUI)"
+    parts = name.replace("\\", "/").split("/")
+    if not name or os.path.isabs(name) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise ValueError(f"model {name!r} is not a name inside the ZipAR model folder; pick an entry from the "
+                         f"list (files and folders placed in {where})")
+    for base in folders:
+        root = os.path.abspath(base)
+        path = os.path.abspath(os.path.join(root, *parts))
+        if os.path.commonpath([root, path]) != root:
+            raise ValueError(f"model {name!r} points outside the ZipAR model folder {root}; pick an entry from the list")
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"model {name!r} was not found in the ZipAR model folder(s): {where}. Put the model "
+                            f"file or folder there and press 'r' (refresh) in ComfyUI, or pick another entry")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Devices and dtypes
+
+
+def load_device():
+    """Where models compute: ComfyUI's torch device, else CUDA when present, else CPU."""
+    mm = _comfy("model_management")
+    if mm is not None:
+        return mm.get_torch_device()
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device():
+    """Where idle weights live (CPU unless ComfyUI runs with --gpu-only / --highvram)."""
+    mm = _comfy("model_management")
+    if mm is not None:
+        return mm.unet_offload_device()
+    return load_device()
+
+
+def pick_dtype(choice: str, device=None):
+    """'auto' | 'bf16' | 'fp16' | 'fp32' -> torch dtype. auto: bf16 where the device computes it well,
+    else fp16 where ComfyUI says fp16 is good, else fp32 (always on CPU)."""
+    import torch
+
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if choice in table:
+        return table[choice]
+    if choice != "auto":
+        raise ValueError(f"dtype must be one of auto, bf16, fp16, fp32; got {choice!r}")
+    device = device if device is not None else load_device()
+    if torch.device(device).type == "cpu":
+        return torch.float32
+    mm = _comfy("model_management")
+    if mm is not None:
+        if mm.should_use_bf16(device):
+            return torch.bfloat16
+        if mm.should_use_fp16(device):
+            return torch.float16
+        return torch.float32
+    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+# ----------------------------------------------------------------------------------------------------
+# Memory management: the adapter's modules behind a ModelPatcher
+
+
+def adapter_modules(adapter) -> dict[str, Any]:
+    """The torch modules an adapter computes with, found on its attributes (one level into helper
+    objects such as LlamaGen's T5 encoder), with modules that sit inside another one dropped."""
+    from torch import nn
+
+    found: dict[str, nn.Module] = {}
+    for attr, value in vars(adapter).items():
+        if isinstance(value, nn.Module):
+            found[attr] = value
+        elif value is not None and hasattr(value, "__dict__") and not isinstance(value, type):
+            for sub, v in vars(value).items():
+                if isinstance(v, nn.Module):
+                    found[f"{attr}_{sub}"] = v
+    inside = {id(m) for mod in found.values() for m in list(mod.modules())[1:]}
+    return {k: m for k, m in found.items() if id(m) not in inside}
+
+
+def _container_class():
+    import torch
+    from torch import nn
+
+    class ZipARModules(nn.Module):
+        """One nn.Module holding the adapter's modules, so ModelPatcher can measure, move and evict them.
+        Moving it moves the adapter's own modules (no copies): the adapter follows automatically."""
+
+        def __init__(self, modules: dict):
+            super().__init__()
+            self.parts = nn.ModuleDict(modules)
+
+        def get_dtype(self):  # ModelPatcher.model_dtype()
+            for p in self.parameters():
+                if p.is_floating_point():
+                    return p.dtype
+            return torch.float32
+
+    return ZipARModules
+
+
+@dataclass
+class ZipARModelHandle:
+    """What flows along a ZIPAR_MODEL link: the adapter, its ModelPatcher (inside ComfyUI) and a label."""
+
+    adapter: Any
+    name: str
+    patcher: Any = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return getattr(self.adapter, "family", "?")
+
+    def load(self):
+        """Put the weights on the compute device through ComfyUI's model management (which may first
+        evict other models), and return the adapter."""
+        mm = _comfy("model_management")
+        if self.patcher is not None and mm is not None:
+            # Plain torch layers cannot run partly offloaded (that needs comfy.ops casts): load fully.
+            mm.load_models_gpu([self.patcher], force_full_load=True)
+        return self.adapter
+
+
+def wrap_model(adapter, name: str, info: dict | None = None) -> ZipARModelHandle:
+    """Wrap a loaded adapter for ComfyUI; outside ComfyUI the handle just carries the adapter."""
+    handle = ZipARModelHandle(adapter=adapter, name=name, info=dict(info or {}))
+    mp = _comfy("model_patcher")
+    if mp is None:
+        return handle
+    modules = adapter_modules(adapter)
+    if not modules:
+        return handle
+    container = _container_class()(modules)
+    handle.patcher = mp.ModelPatcher(container, load_device=load_device(), offload_device=offload_device())
+    return handle
+
+
+def soft_empty_cache() -> None:
+    mm = _comfy("model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Progress, previews, cancel
+
+
+def interrupt_check() -> None:
+    """ComfyUI's Cancel button: raises comfy's InterruptProcessingException when it was pressed."""
+    mm = _comfy("model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+def previews_enabled() -> bool:
+    """Follow ComfyUI's --preview-method: 'none' means no preview images (as for KSampler)."""
+    cli = _comfy("cli_args")
+    if cli is None:
+        return False
+    method = getattr(getattr(cli, "args", None), "preview_method", None)
+    return getattr(method, "value", method) not in ("none", None)
+
+
+def preview_size() -> int:
+    cli = _comfy("cli_args")
+    return int(getattr(getattr(cli, "args", None), "preview_size", 512) or 512) if cli else 512
+
+
+class PassProgress:
+    """The sampler's per-pass callback: progress bar, live preview every few passes, cancel point.
+
+    total: expected forward passes (exact for ntp/fixed; an estimate for adaptive, raised if exceeded).
+    preview: fn(codes (B, H, W) with -1 where undecoded) -> PIL image, or None for no previews.
+    """
+
+    def __init__(self, total: int, preview=None, previews: int = 16):
+        self.total = max(int(total), 1)
+        self.preview = preview
+        self.every = max(1, math.ceil(self.total / max(previews, 1)))
+        utils = _comfy("utils")
+        self.bar = utils.ProgressBar(self.total) if utils is not None else None
+        self.passes = 0
+
+    def __call__(self, step: int, codes, stats) -> None:
+        interrupt_check()  # Cancel stops here, after the pass that was running
+        self.passes = stats.passes
+        if self.passes >= self.total:  # adaptive estimate exceeded: keep the bar honest
+            self.total = self.passes + 1
+        if self.bar is None:
+            return
+        image = None
+        if self.preview is not None and (self.passes % self.every == 0 or self.passes == 1):
+            image = ("JPEG", self.preview(codes), preview_size())
+        self.bar.update_absolute(self.passes, self.total, image)  # also checks for Cancel
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.update_absolute(self.passes, self.passes)

@@ -1,0 +1,209 @@
+"""ZipAR Sampler: prompt (or class) -> VQ code grids, decoded with the ZipAR schedule."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import comfy_glue as glue
+
+MODES = ["fixed", "adaptive", "ntp"]
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+@dataclass
+class ZipARCodes:
+    """What flows along a ZIPAR_CODES link: (B, H, W) VQ codes on CPU and the model that made them."""
+
+    codes: Any  # torch.LongTensor (B, H, W)
+    model: glue.ZipARModelHandle
+    stats: dict = field(default_factory=dict)
+
+
+def class_labels_from_prompt(prompt: str, num_classes: int | None, batch_size: int) -> list[int]:
+    """'207' or '207, 360' -> one label per image (cycled over the batch)."""
+    top = f"0 to {num_classes - 1}" if num_classes else "0 and up"
+    text = prompt.strip()
+    if not re.fullmatch(r"\d+(\s*[,;\s]\s*\d+)*", text):
+        raise ValueError(f"this model is class-conditional: write a class number ({top}) in the prompt, e.g. 207 "
+                         f"(ImageNet golden retriever); several numbers separated by commas make one image each. "
+                         f"Got {prompt!r}")
+    labels = [int(x) for x in re.split(r"[,;\s]+", text)]
+    bad = [x for x in labels if num_classes and x >= num_classes]
+    if bad:
+        raise ValueError(f"class {bad[0]} is out of range: this model knows classes {top}; change the prompt")
+    return [labels[i % len(labels)] for i in range(batch_size)]
+
+
+def preview_fn(adapter, factor: int):
+    """codes (B, H, W), -1 where undecoded -> PIL preview of image 0: decoded tokens through the VQ
+    decoder, undecoded ones grey, so the rows can be watched filling in."""
+    import torch
+    from PIL import Image
+
+    def preview(codes):
+        c = codes[:1]
+        known = c >= 0
+        with torch.no_grad():
+            img = adapter.decode(c.clamp(min=0)).float()  # (1, 3, h, w) in [-1, 1]
+        mask = known[:, None].float().repeat_interleave(factor, 2).repeat_interleave(factor, 3)
+        mask = mask[..., : img.shape[-2], : img.shape[-1]].to(img.device)
+        img = img * mask  # 0 = mid grey
+        arr = ((img[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+        return Image.fromarray(arr)
+
+    return preview
+
+
+def _ntp_passes(layout) -> int:
+    from ..zipar_core import ZipARConfig, count_passes
+
+    return count_passes(layout, ZipARConfig(mode="ntp"))
+
+
+def _expected_passes(layout, config) -> int:
+    from ..zipar_core import ZipARConfig, count_passes
+
+    if config.mode != "adaptive":
+        return count_passes(layout, config)
+    # Adaptive: each row trails by at least s_min + 1 tokens; the bar grows if the run needs more.
+    s = min(config.window + 1, layout.cols)
+    return count_passes(layout, ZipARConfig(mode="fixed", window=s, paper_first_row=config.paper_first_row))
+
+
+def stats_text(config, layout, stats, ntp: int, note: str = "") -> str:
+    what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode} window {config.window}"
+    speedup = ntp / max(stats.passes, 1)
+    head = f"ZipAR {what}: {stats.passes} forward passes for {stats.batch_size} image(s) of {layout.rows}x{layout.cols}"
+    lines = [f"{head} tokens",
+             f"NTP needs {ntp}: {speedup:.2f}x fewer passes, {stats.tokens_per_pass:.2f} tokens/pass, {stats.seconds:.2f} s"]
+    if stats.drafts_proposed:
+        lines.append(f"adaptive row starts accepted: {stats.drafts_accepted}/{stats.drafts_proposed}")
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
+class ZipARSampler:
+    """Generates VQ code grids, several rows per forward pass (ZipAR), with progress, previews and Cancel."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("ZIPAR_MODEL", {"tooltip": "The model from ZipAR Model Loader."}),
+                "prompt": ("STRING", {
+                    "multiline": True, "dynamicPrompts": True, "default": "",
+                    "tooltip": "What to draw. Text models (Janus-Pro, Emu3-Gen, Lumina-mGPT, LlamaGen t2i): a "
+                               "description. Class-conditional models (LlamaGen c2i, the built-in demo): a class "
+                               "number, e.g. 207 for ImageNet's golden retriever; several comma-separated "
+                               "numbers give one image each."}),
+                "negative_prompt": ("STRING", {
+                    "multiline": True, "default": "",
+                    "tooltip": "Text models: what to steer away from (used with guidance > 1). Empty: the "
+                               "model's own unconditional input. Ignored by class-conditional models."}),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                    "tooltip": "Random seed. Image i of a batch uses seed + i, so it matches a single run with "
+                               "that seed."}),
+                "guidance": ("FLOAT", {
+                    "default": 4.0, "min": 0.0, "max": 30.0, "step": 0.05, "round": 0.01,
+                    "tooltip": "Classifier-free guidance scale; 1.0 turns it off (and halves the work). Typical: "
+                               "LlamaGen 2.0 (B/L) or 1.75 (XL/XXL), Janus-Pro 5, Emu3-Gen 3, Lumina-mGPT 3."}),
+                "temperature": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 5.0, "step": 0.01, "round": 0.001,
+                    "tooltip": "Sampling temperature; 0 always takes the most likely token (greedy)."}),
+                "top_k": ("INT", {
+                    "default": 0, "min": 0, "max": 1 << 20,
+                    "tooltip": "Sample only from the k most likely tokens; 0 = off. LlamaGen and Lumina-mGPT "
+                               "are usually run with 2000."}),
+                "top_p": ("FLOAT", {
+                    "default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                    "tooltip": "Nucleus sampling: keep the most likely tokens up to this total probability; "
+                               "1.0 = off."}),
+                "mode": (MODES, {
+                    "default": "fixed",
+                    "tooltip": "fixed: a row starts once the row above has `window` tokens (paper eq. 1). "
+                               "adaptive: rows start as early as `window` tokens and are checked against more "
+                               "context (paper eq. 2-3). ntp: plain raster order, one token per pass (the "
+                               "baseline)."}),
+                "window": ("INT", {
+                    "default": 8, "min": 1, "max": 512,
+                    "tooltip": "Tokens of the row above a token waits for (adaptive: the minimum). Smaller = "
+                               "fewer passes, larger = closer to raster order. Must not exceed the grid width "
+                               "in tokens (image width / 16 for most models). Ignored by ntp."}),
+                "width": ("INT", {
+                    "default": 0, "min": 0, "max": 4096, "step": 8,
+                    "tooltip": "Image width in pixels; 0 = the model's trained size. Must be a multiple of the "
+                               "model's token size (16 px; 8 px for Emu3-Gen). Janus-Pro only makes 384 px."}),
+                "height": ("INT", {
+                    "default": 0, "min": 0, "max": 4096, "step": 8,
+                    "tooltip": "Image height in pixels; 0 = the model's trained size (see width)."}),
+                "batch_size": ("INT", {
+                    "default": 1, "min": 1, "max": 64,
+                    "tooltip": "Images generated together in each forward pass."}),
+            },
+            "optional": {
+                "paper_first_row": ("BOOLEAN", {
+                    "default": False, "advanced": True,
+                    "tooltip": "Decode row 0 completely before row 1 starts, as the authors' code does (matches "
+                               "the paper's pass counts; a few more passes)."}),
+            },
+        }
+
+    RETURN_TYPES = ("ZIPAR_CODES", "STRING")
+    RETURN_NAMES = ("codes", "stats")
+    OUTPUT_TOOLTIPS = ("VQ code grids; turn them into images with ZipAR VQ Decode.",
+                       "Forward passes used and the saving over plain next-token (raster) decoding.")
+    FUNCTION = "sample"
+    CATEGORY = "ZipAR/sampling"
+    DESCRIPTION = ("Autoregressive image generation with ZipAR parallel decoding: several rows of tokens per "
+                   "forward pass, no retraining.")
+    SEARCH_ALIASES = ("zipar", "autoregressive sampler", "llamagen", "janus", "emu3", "lumina")
+
+    def sample(self, model, prompt, negative_prompt, seed, guidance, temperature, top_k, top_p, mode, window,
+               width, height, batch_size, paper_first_row=False):
+        import torch
+
+        from ..zipar_core import ZipARConfig, generate
+
+        adapter = model.load()
+        config = ZipARConfig(mode=mode, window=int(window), paper_first_row=bool(paper_first_row),
+                             guidance_scale=float(guidance), temperature=float(temperature), top_k=int(top_k),
+                             top_p=float(top_p))
+        h, w = (int(height) or None), (int(width) or None)
+        try:
+            _, cols = adapter.grid_for(h, w)
+        except ValueError as e:
+            raise ValueError(f"ZipAR Sampler: {e}. Change width/height (0 = the model's trained size "
+                             f"{_size_text(adapter)}).") from e
+        if mode != "ntp" and window > cols:
+            raise ValueError(f"ZipAR Sampler: window {window} is larger than the grid width ({cols} tokens for "
+                             f"{cols * adapter.downsample} px); set window to 1..{cols} ({cols} = raster order, "
+                             f"like mode ntp)")
+        note, kwargs = "", {}
+        if adapter.conditioning == "class":
+            kwargs["class_labels"] = class_labels_from_prompt(prompt, adapter.num_classes, batch_size)
+            if negative_prompt.strip():
+                note = "negative prompt ignored: class-conditional model"
+        else:
+            kwargs["prompts"] = [prompt] * batch_size
+            if negative_prompt.strip():
+                kwargs["negative_prompts"] = [negative_prompt] * batch_size
+        with torch.no_grad():
+            cond = adapter.prepare(height=h, width=w, guidance_scale=config.guidance_scale, **kwargs)
+            layout = cond.layout
+            dev = adapter.device
+            gens = [torch.Generator(device=dev).manual_seed((int(seed) + i) % (MAX_SEED + 1))
+                    for i in range(batch_size)]
+            preview = preview_fn(adapter, adapter.downsample) if glue.previews_enabled() else None
+            progress = glue.PassProgress(_expected_passes(layout, config), preview)
+            result = generate(adapter, cond, config, generator=gens, callback=progress)
+            progress.finish()
+        codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict())
+        return codes, stats_text(config, layout, result.stats, _ntp_passes(layout), note)
+
+
+def _size_text(adapter) -> str:
+    size = getattr(adapter, "default_size", None)
+    return f"{size[1]}x{size[0]} px" if size else "(model-defined)"
