@@ -7,7 +7,10 @@ is used.
 __version__ = "0.1.0"
 
 # ComfyUI entry point (V1 contract). Torch-free to import: the nodes load torch when they run.
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+# Guarded because test runners may import this file as a loose module (no parent package) when the
+# checkout's folder name is not a Python identifier; as `zipar` or as a custom node it is a package.
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "__version__"]
 

@@ -44,9 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eol", action="store_true", help="the model feeds an end-of-row token (Lumina, Emu3)")
     p.add_argument("--windows", type=int, nargs="*", help="windows to list (default: a few)")
     p.set_defaults(func=_steps)
+    from .bench import add_parser as add_bench
     from .demo import add_parser as add_demo
+    from .sampling_cli import add_parsers as add_sampling
 
     add_demo(sub)
+    add_bench(sub)
+    add_sampling(sub)  # generate, sample (ZipARPipeline; diffusers is imported only when they run)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -1,0 +1,114 @@
+"""diffusers components for the model parts that are not transformers models.
+
+``DiffusionPipeline.from_pretrained`` can only rebuild a component whose class is a ``ModelMixin`` (or a
+transformers ``PreTrainedModel``) bound at module level in an importable module; ``model_index.json``
+records ``["zipar.pipelines.components", "<ClassName>"]`` for these. Each wrapper registers the fields of
+the wrapped module's own config dataclass with ``register_to_config`` (so ``config.json`` is the model's
+config) and holds the module unchanged under ``.model``: the ZipAR adapters take ``wrapper.model``, and the
+state dict keys are the official ones behind a ``model.`` prefix.
+
+Offload hooks (``enable_model_cpu_offload``) wrap ``forward`` only, and the adapters call the inner modules'
+methods, so the pipeline moves a component onto the execution device itself before using it
+(``ZipARPipeline._onload``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+
+from ..zipar_core.models.chameleon_vqgan import ChameleonVQGANDecoder, VQGANConfig
+from ..zipar_core.models.llamagen.gpt import LlamaGenConfig, LlamaGenTransformer
+from ..zipar_core.models.llamagen.vq import VQConfig, VQModel
+
+
+def _fields(cfg) -> dict:
+    """A config dataclass as JSON-friendly keyword arguments (tuples -> lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def _wrap(cls, module: torch.nn.Module):
+    """Wrap an existing module without building (and randomly initialising) a second copy of it."""
+    with torch.device("meta"):
+        wrapper = cls(**_fields(module.config))
+    wrapper.model = module
+    return wrapper
+
+
+class LlamaGenGPTModel(ModelMixin, ConfigMixin):
+    """The LlamaGen GPT (c2i or t2i) as a diffusers component; ``.model`` is the ``LlamaGenTransformer``."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, dim: int = 1024, n_layer: int = 24, n_head: int = 16, n_kv_head: int | None = None,
+                 vocab_size: int = 16384, num_classes: int = 1000, class_dropout_prob: float = 0.1,
+                 caption_dim: int = 2048, cls_token_num: int = 1, model_type: str = "c2i", multiple_of: int = 256,
+                 ffn_dim_multiplier: float | None = None, ffn_hidden: int | None = None, norm_eps: float = 1e-5,
+                 rope_base: float = 10000.0, block_size: int = 256):
+        super().__init__()
+        self.model = LlamaGenTransformer(LlamaGenConfig(
+            dim=dim, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, vocab_size=vocab_size,
+            num_classes=num_classes, class_dropout_prob=class_dropout_prob, caption_dim=caption_dim,
+            cls_token_num=cls_token_num, model_type=model_type, multiple_of=multiple_of,
+            ffn_dim_multiplier=ffn_dim_multiplier, ffn_hidden=ffn_hidden, norm_eps=norm_eps, rope_base=rope_base,
+            block_size=block_size))
+
+    @classmethod
+    def from_transformer(cls, gpt: LlamaGenTransformer) -> LlamaGenGPTModel:
+        return _wrap(cls, gpt)
+
+    def forward(self, *args, **kwargs):
+        """The uncached full pass of ``LlamaGenTransformer.forward`` (checking / training)."""
+        return self.model(*args, **kwargs)
+
+
+class LlamaGenVQModel(ModelMixin, ConfigMixin):
+    """LlamaGen's VQ-16 tokenizer as a diffusers component; ``.model`` is the ``VQModel``."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, codebook_size: int = 16384, codebook_embed_dim: int = 8, codebook_l2_norm: bool = True,
+                 codebook_show_usage: bool = True, commit_loss_beta: float = 0.25, z_channels: int = 256,
+                 ch: int = 128, ch_mult: list[int] = (1, 1, 2, 2, 4), decoder_ch_mult: list[int] | None = None,
+                 num_res_blocks: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.model = VQModel(VQConfig(
+            codebook_size=codebook_size, codebook_embed_dim=codebook_embed_dim, codebook_l2_norm=codebook_l2_norm,
+            codebook_show_usage=codebook_show_usage, commit_loss_beta=commit_loss_beta, z_channels=z_channels,
+            ch=ch, ch_mult=tuple(ch_mult), decoder_ch_mult=tuple(decoder_ch_mult) if decoder_ch_mult else None,
+            num_res_blocks=num_res_blocks, dropout=dropout))
+
+    @classmethod
+    def from_vq(cls, vq: VQModel) -> LlamaGenVQModel:
+        return _wrap(cls, vq)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, h, w) long -> images (B, 3, 16h, 16w), about [-1, 1]."""
+        return self.model.decode_codes(codes)
+
+
+class ChameleonVQGANModel(ModelMixin, ConfigMixin):
+    """The decoder half of Chameleon's VQGAN (Lumina-mGPT's image decoder) as a diffusers component."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, n_embed: int = 8192, embed_dim: int = 256, z_channels: int = 256, resolution: int = 512,
+                 out_ch: int = 3, ch: int = 128, ch_mult: list[int] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
+                 attn_resolutions: list[int] = (), attn_type: str = "vanilla"):
+        super().__init__()
+        self.model = ChameleonVQGANDecoder(VQGANConfig(
+            n_embed=n_embed, embed_dim=embed_dim, z_channels=z_channels, resolution=resolution, out_ch=out_ch,
+            ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, attn_resolutions=list(attn_resolutions),
+            attn_type=attn_type))
+
+    @classmethod
+    def from_decoder(cls, decoder: ChameleonVQGANDecoder) -> ChameleonVQGANModel:
+        return _wrap(cls, decoder)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model(codes)

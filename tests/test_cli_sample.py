@@ -1,0 +1,177 @@
+"""``zipar generate`` and ``zipar sample`` on a tiny class-conditional LlamaGen saved as a ZipAR pipeline.
+
+Sharding is tested with two real processes that carry the environment ``accelerate launch`` sets (RANK,
+WORLD_SIZE, LOCAL_RANK, ...), forked from this one so they start without re-importing torch and diffusers;
+resuming with a process that is SIGKILLed part-way through the set.
+"""
+import functools
+import json
+import multiprocessing
+import operator
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_pipeline import gen, quiet, tiny_llamagen
+from zipar import ZipARPipeline
+from zipar.cli import main
+from zipar.sampling_cli import image_path, parse_classes, shard
+from zipar.zipar_core.models.llamagen import LlamaGenAdapter
+
+CLASSES = "0-4"  # 5 classes x 2 images = 10 images of 64 x 64
+SETTINGS = ["--window", "2", "--cfg", "1.5", "--top-k", "20"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipe")
+    gpt, vq = tiny_llamagen("c2i")
+    ZipARPipeline.from_adapter(LlamaGenAdapter(gpt, vq)).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return quiet(ZipARPipeline.from_pretrained(model_dir))
+
+
+def reference(pipe, label, seed):
+    """What the set's image with this class and seed must be: one image, alone, generator seed."""
+    out = pipe(class_labels=[label], generator=gen(seed), window_size=2, guidance_scale=1.5, top_k=20, output_type="pil")
+    return np.asarray(out.images[0])
+
+
+def assert_same_image(a, b):
+    """Equal up to 1/255: a batched VQ decode may round a pixel differently from a single one."""
+    assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 1
+
+
+def test_generate_writes_pngs_with_settings_in_metadata(model_dir, pipe, tmp_path, capsys):
+    out = tmp_path / "cat.png"
+    assert main(["generate", "--model", model_dir, "--class-label", "3", "-n", "2", "--seed", "7", "-o", str(out),
+                 "--device", "cpu", *SETTINGS]) == 0
+    files = [tmp_path / "cat-0.png", tmp_path / "cat-1.png"]
+    assert capsys.readouterr().out.split() == [str(f) for f in files]
+    for b, f in enumerate(files):
+        image = Image.open(f)
+        meta = json.loads(image.text["zipar"])
+        assert meta["class_label"] == 3 and meta["seed"] == 7 + b and meta["model"] == model_dir
+        assert (meta["mode"], meta["window"], meta["guidance_scale"], meta["top_k"]) == ("fixed", 2, 1.5, 20)
+        assert meta["family"] == "llamagen" and meta["passes"] == 3 * 2 + 4 and meta["height"] == 64
+        assert_same_image(image.convert("RGB"), reference(pipe, 3, 7 + b))
+
+
+def test_generate_bad_input_is_a_clear_error(model_dir, tmp_path, capsys):
+    assert main(["generate", "--model", model_dir, "--class-label", "12", "-o", str(tmp_path / "x.png")]) == 2
+    assert "class label(s) [12] out of range" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path / "nope"), "--class-label", "1"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_class_specs_and_shards():
+    assert parse_classes("0-3,7") == [0, 1, 2, 3, 7]
+    with pytest.raises(ValueError, match="'0-x'"):
+        parse_classes("0-x")
+    shares = [shard(range(11), r, 3) for r in range(3)]
+    assert sorted(functools.reduce(operator.iadd, shares, [])) == list(range(11)) and shares[1] == [1, 4, 7, 10]
+
+
+def _rank_process(argv, rank, world):
+    """A process as accelerate launch starts it: the same command, RANK/WORLD_SIZE/LOCAL_RANK in the environment."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT="29555", ACCELERATE_USE_CPU="true")
+    torch.set_num_threads(1)
+    os._exit(main(argv))
+
+
+def _sample_argv(model_dir, out, batch):
+    return ["sample", "--model", model_dir, "--classes", CLASSES, "--images-per-prompt", "2", "--out", str(out),
+            "--batch-size", str(batch), "--seed", "100", "--device", "cpu", *SETTINGS]
+
+
+def _logged(out):
+    """Indices each process wrote, from the per-process logs."""
+    return {f.name: [i for line in f.read_text().splitlines() for i in json.loads(line)["indices"]]
+            for f in sorted(out.glob("log-rank*.jsonl"))}
+
+
+def test_sample_two_processes_write_every_index_exactly_once(model_dir, pipe, tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    argv = _sample_argv(model_dir, tmp_path, batch=2)
+    procs = [ctx.Process(target=_rank_process, args=(argv, r, 2)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    logs = _logged(tmp_path)
+    assert set(logs) == {"log-rank0-of-2.jsonl", "log-rank1-of-2.jsonl"}
+    assert logs["log-rank0-of-2.jsonl"] == [0, 2, 4, 6, 8] and logs["log-rank1-of-2.jsonl"] == [1, 3, 5, 7, 9]
+    assert sorted(i for v in logs.values() for i in v) == list(range(10))  # no duplicates, no gaps
+    arr = np.load(tmp_path / "samples.npz")["arr_0"]
+    assert arr.shape == (10, 64, 64, 3) and arr.dtype == np.uint8
+    for i in range(10):
+        np.testing.assert_array_equal(arr[i], np.asarray(Image.open(image_path(str(tmp_path), i)).convert("RGB")))
+        assert json.loads(Image.open(image_path(str(tmp_path), i)).text["zipar"])["index"] == i
+    assert not list(tmp_path.glob(".*tmp"))
+    # a finished set: running again makes nothing
+    assert main(argv) == 0 and _logged(tmp_path) == logs
+
+
+def test_sample_killed_and_restarted_completes_the_set(model_dir, pipe, tmp_path):
+    argv = _sample_argv(model_dir, tmp_path, batch=1)
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_rank_process, args=(argv, 0, 1))
+    proc.start()
+    deadline = time.time() + 300
+    while len(list(tmp_path.glob("0*.png"))) < 3 and proc.is_alive() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    first = sorted(int(f.stem) for f in tmp_path.glob("0*.png"))
+    assert len(first) >= 3
+    (tmp_path / ".000009.png.12345.tmp").write_bytes(b"half an image")  # what a kill mid-write leaves
+    if len(first) < 10:
+        assert not (tmp_path / "samples.npz").exists()
+    assert main(argv) == 0
+    second = [i for i in _logged(tmp_path)["log-rank0-of-1.jsonl"] if i not in first]
+    assert sorted(first + second) == list(range(10))  # the restart made exactly the missing ones
+    arr = np.load(tmp_path / "samples.npz")["arr_0"]
+    assert arr.shape == (10, 64, 64, 3)
+    for i in (0, 5, 9):  # image i is class i // 2 with seed 100 + i, however the run was split
+        assert_same_image(arr[i], reference(pipe, i // 2, 100 + i))
+
+
+def test_sample_refuses_to_mix_two_sets(model_dir, tmp_path, capsys):
+    argv = _sample_argv(model_dir, tmp_path, batch=5)
+    assert main(argv + ["--rank", "0", "--world-size", "5"]) == 0  # a share of 2 images
+    capsys.readouterr()
+    changed = [a if a != "100" else "101" for a in argv]
+    assert main(changed) == 2
+    assert "holds a different sample set (differs in seed)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.environ.get("ZIPAR_SLOW_TESTS"), reason="starts real accelerate processes (~20 s); set "
+                    "ZIPAR_SLOW_TESTS=1")
+def test_sample_under_a_real_accelerate_launch(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "path").mkdir()
+    os.symlink(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), tmp_path / "path" / "zipar")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "path")}
+    # accelerate's --cpu launcher starts one process (multi-CPU needs MPI); --multi_gpu starts torch.distributed.run,
+    # which sets the same variables with or without GPUs, and sampling needs no process group.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zipar.cli",
+           *_sample_argv(model_dir, tmp_path / "out", batch=2)]
+    subprocess.run(cmd, env=env, check=True, timeout=300)
+    logs = _logged(tmp_path / "out")
+    assert sorted(logs) == ["log-rank0-of-2.jsonl", "log-rank1-of-2.jsonl"]
+    assert sorted(i for v in logs.values() for i in v) == list(range(10))
+    assert np.load(tmp_path / "out" / "samples.npz")["arr_0"].shape == (10, 64, 64, 3)
