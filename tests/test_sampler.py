@@ -185,3 +185,20 @@ def test_statistics(model):
     assert s.tokens_per_pass == pytest.approx(ROWS * COLS / s.passes)
     assert s.seconds > 0 and 0 < s.model_seconds <= s.seconds
     assert s.as_dict()["passes"] == s.passes
+
+
+@pytest.mark.parametrize("cfg", [dict(mode="ntp"), dict(window=2), dict(mode="adaptive", window=2)], ids=str)
+def test_static_shape_steps_give_the_same_images(model, cfg):
+    """Keys padded to the whole cache (the torch.compile / CUDA-graph path) change nothing."""
+    config = ZipARConfig(temperature=1.0, **cfg)
+    runs = [generate(model, model.prepare([1, 2], ROWS, COLS, True), config,
+                     generator=[torch.Generator().manual_seed(i) for i in range(2)], cuda_graphs=static)
+            for static in (False, True)]  # on CPU cuda_graphs=True runs the static-shape step eagerly
+    assert torch.equal(runs[0].codes, runs[1].codes)
+
+
+def test_compiled_steps_give_the_same_images(model):
+    config = ZipARConfig(window=2, temperature=0)
+    eager = generate(model, model.prepare([1], ROWS, COLS), config)
+    compiled = generate(model, model.prepare([1], ROWS, COLS), config, compile=True)
+    assert torch.equal(eager.codes, compiled.codes)

@@ -20,6 +20,8 @@ from .config import ZipARConfig
 from .models.base import EOL_TOKEN, Conditioning, ZipARModel
 from .sampling import apply_guidance, probabilities, sample_from, speculative_step
 from .schedule import DRAFT, EOL, NONE, VERIFY, Pass, Schedule, count_passes
+from .step_runner import StaticStep
+
 
 class DecodingCancelled(RuntimeError):
     """Raised when the ``cancel`` hook asks to stop; nothing partial is returned."""
@@ -74,13 +76,15 @@ class _Step:
 
 def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generator=None,
              callback: StepCallback | None = None, cancel: Callable[[], bool] | None = None,
-             profile: bool = False, cache=None) -> ZipARResult:
+             profile: bool = False, cache=None, compile: bool = False, cuda_graphs: bool = False) -> ZipARResult:
     """Decode ``cond.batch_size`` code grids with the ZipAR schedule of ``config``.
 
     generator: None, one ``torch.Generator`` shared by the batch, or one per image (then each image gets
     exactly the tokens it would get alone). callback(step, codes, stats) runs after every pass; codes is the
     live (B, H, W) buffer, -1 where undecoded: copy it to keep it. cancel() -> True stops with
     :class:`DecodingCancelled` within one pass. profile: synchronise around model calls to time them.
+    compile / cuda_graphs: run the decoding steps at static shapes (``step_runner.StaticStep``) through
+    ``torch.compile`` and, on CUDA, CUDA graphs captured per number of query tokens.
     """
     t0 = time.perf_counter()
     layout, B, N = cond.layout, cond.batch_size, cond.num_rows
@@ -100,6 +104,11 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     if config.mode != "adaptive":
         stats.expected_passes = count_passes(layout, config)
     timer = _ModelTimer(stats, profile, dev)
+    if compile or cuda_graphs:
+        static = StaticStep(model, cond, cache, scratch + 1, compile=compile, cuda_graphs=cuda_graphs)
+        step_forward = lambda tokens, slots, visible: static(tokens, slots, visible)  # noqa: E731
+    else:
+        step_forward = lambda tokens, slots, visible: model.forward(cond, tokens, slots, visible, cache)  # noqa: E731
     sched = [Schedule(layout, config) for _ in range(B)] if config.mode == "adaptive" else []
     sampler = _TokenSampler(config, B, layout.cols, V, generator, dev)
     sampler.codes = codes
@@ -118,7 +127,7 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
         visible = visibility_mask(filled, slots, step.kv_len)
         tokens = codes.gather(1, step.source.expand(B, -1)).repeat(N // B, 1)
         with timer:
-            logits = model.forward(cond, tokens, slots, visible, cache)
+            logits = step_forward(tokens, slots, visible)
         drafts = {b: (i, f.use) for b, p in enumerate(plans) for i, f in enumerate(p.feeds)
                   if f.use in (DRAFT, VERIFY)} if sched else None
         accepted = sampler.choose(logits, step.target.expand(B, -1), [len(p.feeds) for p in plans], drafts)

@@ -1,0 +1,52 @@
+"""Static-shape model steps, for ``torch.compile`` and CUDA graphs.
+
+An eager step attends to the first ``kv_len`` slots, a length that changes every pass. Here every step
+reads the whole cache (unwritten slots stay masked, so the result is the same) and the only shape that
+varies is the number of query tokens, i.e. the number of rows in flight plus a pending overwrite. That
+gives ``torch.compile`` one dynamic dimension, and CUDA graphs one captured graph per query count
+(at most rows + 1 graphs), replayed after copying the step's inputs into static buffers.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class StaticStep:
+    """Calls ``model.forward(cond, tokens, slots, visible, cache)`` with keys padded to the full cache."""
+
+    def __init__(self, model, cond, cache, num_slots: int, compile: bool = False, cuda_graphs: bool = False):
+        self.model, self.cond, self.cache, self.num_slots = model, cond, cache, num_slots
+        self.forward = model.forward
+        if compile:
+            self.forward = torch.compile(model.forward, dynamic=True)
+        self.cuda_graphs = cuda_graphs and model.device.type == "cuda"
+        self.graphs: dict[int, tuple] = {}  # q -> (graph, tokens, slots, visible, logits)
+
+    def __call__(self, tokens: torch.Tensor, slots: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        full = torch.zeros((*visible.shape[:2], self.num_slots), dtype=torch.bool, device=visible.device)
+        full[..., : visible.shape[-1]] = visible
+        if not self.cuda_graphs:
+            return self.forward(self.cond, tokens, slots, full, self.cache)
+        q = tokens.shape[1]
+        if q not in self.graphs:
+            self.graphs[q] = self._capture(tokens, slots, full)
+        graph, s_tokens, s_slots, s_visible, s_logits = self.graphs[q]
+        s_tokens.copy_(tokens)
+        s_slots.copy_(slots)
+        s_visible.copy_(full)
+        graph.replay()
+        return s_logits.clone()
+
+    def _capture(self, tokens, slots, visible):
+        """Warm up on a side stream, then capture one step into a graph with static inputs. The warm-up
+        writes the current step's K/V; the replay that follows writes the same values again."""
+        s_tokens, s_slots, s_visible = tokens.clone(), slots.clone(), visible.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.forward(self.cond, s_tokens, s_slots, s_visible, self.cache)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            s_logits = self.forward(self.cond, s_tokens, s_slots, s_visible, self.cache)
+        return graph, s_tokens, s_slots, s_visible, s_logits
