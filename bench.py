@@ -77,7 +77,7 @@ def plain_raster_loop(model, cond, config: ZipARConfig, generator=None) -> tuple
 
 
 def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, plain: bool = True,
-                seed: int = 0) -> list[dict]:
+                seed: int = 0, **generate_options) -> list[dict]:
     """Warm up every configuration, then run all of them ``reps`` times, interleaved."""
     B = cond.batch_size
     cuda = model.device.type == "cuda"
@@ -87,7 +87,7 @@ def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, pla
         runners["plain KV-cached loop"] = lambda: (None, *plain_raster_loop(
             model, cond, ntp, torch.Generator(model.device).manual_seed(seed)))
     for name, cfg in configs.items():
-        runners[name] = (lambda cfg=cfg: _zipar_run(model, cond, cfg, seed))
+        runners[name] = (lambda cfg=cfg: _zipar_run(model, cond, cfg, seed, **generate_options))
     rows: dict[str, BenchRow] = {}
     for name, fn in runners.items():  # warm-up
         _, _, passes = fn()
@@ -110,9 +110,9 @@ def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, pla
     return [rows[name].summary(base) for name in runners]
 
 
-def _zipar_run(model, cond, cfg, seed):
+def _zipar_run(model, cond, cfg, seed, **generate_options):
     gens = [torch.Generator(model.device).manual_seed(seed + i) for i in range(cond.batch_size)]
-    r = generate(model, cond, cfg, generator=gens, profile=True)
+    r = generate(model, cond, cfg, generator=gens, profile=True, **generate_options)
     return r.stats.model_seconds, r.codes, r.stats.passes
 
 

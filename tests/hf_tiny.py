@@ -35,7 +35,9 @@ def _scale(model, factor: float):
 
 # -- Janus -------------------------------------------------------------------------------------------
 
-def tiny_janus(attn="sdpa", seed=0):
+def tiny_janus(attn="sdpa", seed=0, text_size: dict | None = None, vision_size: dict | None = None,
+               vq_size: dict | None = None):
+    """``*_size`` override config entries (the benchmarks build larger random models this way)."""
     from transformers import JanusConfig, JanusForConditionalGeneration
 
     specials = ["<unk>", "<pad>", "<bos>", "<eos>", "<begin_of_image>", "<image_placeholder>"]
@@ -48,6 +50,9 @@ def tiny_janus(attn="sdpa", seed=0):
                   "num_image_tokens": 16, "projection_dim": 32, "intermediate_size": 64, "depth": 1}
     vq = {"embed_dim": 8, "num_embeddings": 48, "base_channels": 32, "channel_multiplier": [1, 1, 1, 1, 1], "num_res_blocks": 1,
               "latent_channels": 32, "projection_dim": 32, "image_token_embed_dim": 32}
+    text.update(text_size or {})
+    vision.update(vision_size or {})
+    vq.update(vq_size or {})
     cfg = JanusConfig(text_config=text, vision_config=vision, vq_config=vq, image_token_id=5)
     cfg._attn_implementation = attn
     model = _scale(JanusForConditionalGeneration(cfg), 8.0)
@@ -63,7 +68,7 @@ EMU3_SPECIALS = ["<|endoftext|>", "<|extra_203|>", "<|extra_204|>", "<|image sta
                  "<|image token|>", "<image>", "<|extra_200|>", "<|extra_201|>", "<unk>"]
 
 
-def tiny_emu3(codebook=64, attn="sdpa", seed=0, max_positions=256):
+def tiny_emu3(codebook=64, attn="sdpa", seed=0, max_positions=256, text_size: dict | None = None):
     from transformers import Emu3Config, Emu3ForConditionalGeneration
 
     vocab = {w: i for i, w in enumerate(EMU3_SPECIALS + WORDS)}
@@ -75,6 +80,7 @@ def tiny_emu3(codebook=64, attn="sdpa", seed=0, max_positions=256):
                 "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
     vq = {"codebook_size": codebook, "embed_dim": 4, "latent_channels": 4, "base_channels": 32, "channel_multiplier": [1, 1, 1, 1],
               "num_res_blocks": 1, "attn_resolutions": [], "hidden_size": 32, "num_attention_heads": 1}
+    text.update(text_size or {})
     cfg = Emu3Config(text_config=text, vq_config=vq, vocabulary_map=vocab)
     cfg._attn_implementation = attn
     cfg.text_config._attn_implementation = attn
@@ -92,7 +98,7 @@ def chameleon_image_name(code: int) -> str:
     return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
 
 
-def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512):
+def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512, text_size: dict | None = None):
     """Lumina-mGPT's real special ids (8196/8197/8710/8803/8804+n) in a vocabulary of 8840 with
     ``codebook`` image tokens at ids 4.. and a few words after the size tokens."""
     from transformers import ChameleonConfig, ChameleonForConditionalGeneration
@@ -106,8 +112,9 @@ def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512):
     for w in WORDS + ["\n"]:
         vocab.setdefault(w, 8830 + len([k for k in vocab if vocab[k] >= 8830]))
     torch.manual_seed(seed)
-    cfg = ChameleonConfig(vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64,
-                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    size = {**dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2), **(text_size or {})}
+    cfg = ChameleonConfig(vocab_size=max(vocab.values()) + 1, **size,
                           max_position_embeddings=max_positions, vocabulary_map=vocab, bos_token_id=0,
                           pad_token_id=1, eos_token_id=2,
                           vq_config={"embed_dim": 8, "num_embeddings": codebook, "base_channels": 32,

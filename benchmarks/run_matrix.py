@@ -1,0 +1,102 @@
+"""Speed matrix: NTP against ZipAR, interleaved in one process, for LlamaGen sizes and the transformers
+families (random weights: speed does not depend on them).
+
+    python benchmarks/run_matrix.py --suite cpu      # what README's CPU table was measured with
+    python benchmarks/run_matrix.py --suite full     # the whole matrix (meant for a GPU)
+
+Prints one Markdown table per case and writes all results to JSON (--json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # tiny transformers builders live with the tests
+
+from zipar.bench import default_configs, format_table, run_configs  # noqa: E402
+from zipar.demo import random_llamagen  # noqa: E402
+
+SMALL_TEXT = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
+                  num_key_value_heads=8)
+
+
+def llamagen_case(preset, grid, batch, device, dtype):
+    model = random_llamagen(preset, grid, device)
+    model.gpt.to(dtype)
+    cond = model.prepare(class_labels=[i % 1000 for i in range(batch)], rows=grid, cols=grid, guidance_scale=2.0)
+    return f"LlamaGen {preset}, {grid}x{grid}, batch {batch}", model, cond
+
+
+def transformers_case(family, grid, batch, device, dtype):
+    from hf_tiny import tiny_chameleon, tiny_emu3, tiny_janus
+
+    prompts = ["a red cat on the mat"] * batch
+    if family == "janus":
+        from zipar.zipar_core.models.janus import JanusAdapter
+
+        m, tok = tiny_janus(text_size=dict(SMALL_TEXT, max_position_embeddings=4096), vision_size={"image_size": grid * 16},
+                            vq_size={"projection_dim": 512, "image_token_embed_dim": 512})
+        model = JanusAdapter(m.to(device, dtype), tok)
+        cond = model.prepare(prompts=prompts, guidance_scale=5.0)
+    elif family == "emu3":
+        from zipar.zipar_core.models.emu3 import Emu3Adapter
+
+        m, tok = tiny_emu3(codebook=1024, max_positions=4096, text_size=SMALL_TEXT)
+        model = Emu3Adapter(m.to(device, dtype), tok)
+        cond = model.prepare(prompts=prompts, height=grid * 8, width=grid * 8, guidance_scale=3.0)
+    else:
+        from zipar.zipar_core.models.lumina import LuminaAdapter
+
+        m, tok = tiny_chameleon(codebook=1024, max_positions=4096, text_size=SMALL_TEXT)
+        model = LuminaAdapter(m.to(device, dtype), tok)
+        cond = model.prepare(prompts=prompts, height=grid * 16, width=grid * 16, guidance_scale=3.0)
+    return f"{family} (hidden 512, 8 layers), {grid}x{grid}, batch {batch}", model, cond
+
+
+SUITES = {
+    "cpu": [("llamagen", "GPT-B", 24, 1), ("llamagen", "GPT-B", 16, 8),
+            ("transformers", "janus", 16, 1), ("transformers", "emu3", 16, 1), ("transformers", "lumina", 16, 1)],
+    "full": [("llamagen", p, g, b) for p in ("GPT-B", "GPT-L") for g in (16, 24, 32) for b in (1, 8)]
+    + [("transformers", f, 24, b) for f in ("janus", "emu3", "lumina") for b in (1, 8)],
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), default="cpu")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps")
+    p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs per number of rows in flight")
+    p.add_argument("--json", default="benchmark_results.json")
+    args = p.parse_args(argv)
+    torch.set_grad_enabled(False)
+    dtype = getattr(torch, args.dtype)
+    machine = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
+               f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    print(f"machine: {machine}; torch {torch.__version__}; {args.dtype}; reps {args.reps}\n")
+    out = {"machine": machine, "torch": torch.__version__, "dtype": args.dtype, "cases": []}
+    for kind, name, grid, batch in SUITES[args.suite]:
+        build = llamagen_case if kind == "llamagen" else transformers_case
+        title, model, cond = build(name, grid, batch, args.device, dtype)
+        sampling = dict(guidance_scale=cond.extras.get("guidance_scale", 2.0) if cond.guidance else 1.0)
+        if kind == "transformers":
+            sampling["guidance_scale"] = {"janus": 5.0, "emu3": 3.0, "lumina": 3.0}[name]
+        windows = (4, 8) if kind == "transformers" else (4, 8, 12, 16)
+        configs = default_configs(grid, windows, (4,) if kind == "transformers" else (8,), **sampling)
+        results = run_configs(model, cond, configs, args.reps, compile=args.compile, cuda_graphs=args.cuda_graphs)
+        print(format_table(title, results) + "\n", flush=True)
+        out["cases"].append({"title": title, "results": results})
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
