@@ -18,12 +18,11 @@ from typing import ClassVar
 
 import torch
 
-from .base import EOL_TOKEN, Conditioning
+from .base import Conditioning
 from .hf_common import (
     HFAdapter,
     as_prompt_list,
     broadcast_negative,
-    build_conditioning,
     encode,
     load_hf,
     load_tokenizer,
@@ -70,7 +69,6 @@ class Emu3Adapter(HFAdapter):
         self.pad_id = self.text_config.pad_token_id if self.pad_id is None else self.pad_id
         if self.eol_id is None or self.boi not in vocab or self.wrapper not in vocab:
             raise ValueError("Emu3 vocabulary map lacks <|extra_200|>, <|image start|> or <|image token|>")
-        self._ids_on = {}  # device -> img2bpe on that device
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
@@ -114,20 +112,11 @@ class Emu3Adapter(HFAdapter):
         return self.prepare_ids(cond, uncond, rows, cols)
 
     def prepare_ids(self, cond_ids, uncond_ids, rows: int, cols: int) -> Conditioning:
-        return build_conditioning(cond_ids, uncond_ids, self.pad_id, rows, cols, eol=True,
-                                  max_positions=self.text_config.max_position_embeddings,
-                                  extras={"height": rows * self.factor, "width": cols * self.factor},
-                                  device=self.device)
+        return self._conditioning(cond_ids, uncond_ids, rows, cols, eol=True)
 
     # -- model hooks ---------------------------------------------------------------------------------
-    def _image_ids(self, device) -> torch.Tensor:
-        if device not in self._ids_on:
-            self._ids_on[device] = self.img2bpe.to(device)
-        return self._ids_on[device]
-
     def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
-        ids = torch.where(tokens == EOL_TOKEN, self.eol_id, self._image_ids(tokens.device)[tokens.clamp_min(0)])
-        return self._embed_prompt(ids)
+        return self._embed_prompt(self._vocabulary_ids(tokens))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(hidden)[..., self._image_ids(hidden.device)].float()

@@ -17,7 +17,7 @@ import torch
 
 from ..cache import additive_mask
 from ..layout import TokenLayout
-from .base import Conditioning
+from .base import EOL_TOKEN, Conditioning
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 # config.json model_type -> ZipAR family (Lumina-mGPT ships as a Chameleon checkpoint)
@@ -230,6 +230,24 @@ class HFAdapter:
     @property
     def attn_implementation(self) -> str:
         return model_attention(self.backbone)
+
+    def _conditioning(self, cond_ids, uncond_ids, rows: int, cols: int, eol: bool) -> Conditioning:
+        """Left-pad the [cond; uncond] prompts into a Conditioning for a rows x cols grid."""
+        return build_conditioning(cond_ids, uncond_ids, self.pad_id, rows, cols, eol=eol,
+                                  max_positions=self.text_config.max_position_embeddings,
+                                  extras={"height": rows * self.factor, "width": cols * self.factor},
+                                  device=self.device)
+
+    def _image_ids(self, device: torch.device) -> torch.Tensor:
+        """The model's own image-token mapping ``img2bpe`` (code -> vocabulary id), on ``device``."""
+        if self.img2bpe.device != device:
+            self.img2bpe = self.img2bpe.to(device)
+        return self.img2bpe
+
+    def _vocabulary_ids(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Codes (and EOL_TOKEN) -> vocabulary ids, for families whose image tokens live in the text
+        vocabulary (Emu3, Chameleon/Lumina)."""
+        return torch.where(tokens == EOL_TOKEN, self.eol_id, self._image_ids(tokens.device)[tokens.clamp_min(0)])
 
     # hooks ------------------------------------------------------------------------------------------
     def _embed_prompt(self, ids: torch.Tensor) -> torch.Tensor:  # (rows, P) -> (rows, P, hidden)

@@ -18,7 +18,6 @@ from .hf_common import (
     HFAdapter,
     as_prompt_list,
     broadcast_negative,
-    build_conditioning,
     encode,
     load_hf,
     load_tokenizer,
@@ -98,10 +97,7 @@ class JanusAdapter(HFAdapter):
                     height: int | None = None, width: int | None = None) -> Conditioning:
         """Token-level entry: prompts already tokenized (BOS ... BOI), uncond rows or None (no guidance)."""
         self.grid_for(height, width)
-        size = (self.rows * self.factor, self.cols * self.factor)
-        return build_conditioning(cond_ids, uncond_ids, self.pad_id, self.rows, self.cols, eol=False,
-                                  max_positions=self.text_config.max_position_embeddings,
-                                  extras={"height": size[0], "width": size[1]}, device=self.device)
+        return self._conditioning(cond_ids, uncond_ids, self.rows, self.cols, eol=False)
 
     # -- model hooks ---------------------------------------------------------------------------------
     def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:

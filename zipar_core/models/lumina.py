@@ -26,12 +26,11 @@ from typing import ClassVar
 
 import torch
 
-from .base import EOL_TOKEN, Conditioning
+from .base import Conditioning
 from .hf_common import (
     HFAdapter,
     as_prompt_list,
     broadcast_negative,
-    build_conditioning,
     encode,
     load_hf,
     load_tokenizer,
@@ -90,10 +89,10 @@ class LuminaAdapter(HFAdapter):
         self.img2bpe = vm.img2bpe_mapping_tensor.long()  # (codebook,) code -> vocabulary id
         vocab = model.config.vocabulary_map or {}
         self.ids = {k: vocab.get(name, default) for k, (name, default) in TOKENS.items()}
+        self.eol_id = self.ids["eol"]
         self.bos_id = model.config.bos_token_id
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else self.bos_id
         self.factor = 16  # VQGAN: 16 px per token (2 per 32-px size unit)
-        self._ids_on = {}
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
@@ -164,20 +163,11 @@ class LuminaAdapter(HFAdapter):
         """Token-level entry: every row already ends with the image header (``image_header``)."""
         if rows % 2 or cols % 2:
             raise ValueError(f"Lumina-mGPT grids have even sides (size tokens count 2 x 2 tokens), got {rows}x{cols}")
-        return build_conditioning(cond_ids, uncond_ids, self.pad_id, rows, cols, eol=True,
-                                  max_positions=self.text_config.max_position_embeddings,
-                                  extras={"height": rows * self.factor, "width": cols * self.factor},
-                                  device=self.device)
+        return self._conditioning(cond_ids, uncond_ids, rows, cols, eol=True)
 
     # -- model hooks ---------------------------------------------------------------------------------
-    def _image_ids(self, device) -> torch.Tensor:
-        if device not in self._ids_on:
-            self._ids_on[device] = self.img2bpe.to(device)
-        return self._ids_on[device]
-
     def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
-        ids = torch.where(tokens == EOL_TOKEN, self.ids["eol"], self._image_ids(tokens.device)[tokens.clamp_min(0)])
-        return self._embed_prompt(ids)
+        return self._embed_prompt(self._vocabulary_ids(tokens))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # lm_head directly: ChameleonForConditionalGeneration.forward would mask every image logit

@@ -4,6 +4,10 @@ The release ships ``c2i_{B,L,XL,XXL,3B}_{256,384}.pt``, ``t2i_XL_stage{1,2}_{256
 ``vq_ds16_{c2i,t2i}.pt``. The architecture is read off the weight shapes, the trained grid off the file
 name (16 px per token) unless ``image_size`` is given, and the key set is checked strictly so that a wrong
 file fails with a message that says what the file is, instead of producing noise images.
+
+A ``.safetensors`` GPT file may say what its shapes cannot in its metadata: ``n_head``, ``image_size`` and
+``pixels_per_token`` (the embedded demo model does: 4 px per token, 64 px images). Arguments given to the
+loader win over metadata; with a VQ tokenizer, ``load_llamagen`` takes the pixels per token from it.
 """
 from __future__ import annotations
 
@@ -72,7 +76,7 @@ def preset_from_name(path: str) -> str | None:
 
 def infer_gpt_config(sd: dict, path: str = "<memory>", preset: str | None = None,
                      model_type: str | None = None, image_size: int | None = None,
-                     **overrides) -> LlamaGenConfig:
+                     pixels_per_token: int = PIXELS_PER_TOKEN, **overrides) -> LlamaGenConfig:
     """Architecture from weight shapes; head count from the preset table (or ``n_head=`` override)."""
     vocab, dim = sd["tok_embeddings.weight"].shape
     n_layer = 1 + max(int(m.group(1)) for k in sd if (m := _LAYER_KEY.match(k)))
@@ -108,9 +112,9 @@ def infer_gpt_config(sd: dict, path: str = "<memory>", preset: str | None = None
     if image_size is None:
         raise ValueError(f"cannot tell the image size LlamaGen model {path} was trained at from its name; "
                          f"pass image_size= (256, 384 or 512)")
-    if image_size % PIXELS_PER_TOKEN:
-        raise ValueError(f"image_size {image_size} is not a multiple of {PIXELS_PER_TOKEN} px per token")
-    side = image_size // PIXELS_PER_TOKEN
+    if image_size % pixels_per_token:
+        raise ValueError(f"image_size {image_size} is not a multiple of {pixels_per_token} px per token")
+    side = image_size // pixels_per_token
 
     cfg = {"dim": dim, "n_layer": n_layer, "n_head": n_head, "n_kv_head": None if n_kv_head == n_head else n_kv_head,
                "vocab_size": vocab, "model_type": file_type, "block_size": side * side}
@@ -167,16 +171,49 @@ def _read(path) -> tuple[str, dict]:
     return path, load_state_dict(path)
 
 
+_METADATA_INTS = ("n_head", "image_size", "pixels_per_token")
+
+
+def _config_metadata(path: str) -> dict[str, int]:
+    """``n_head`` / ``image_size`` / ``pixels_per_token`` from a safetensors file's metadata ({} if none)."""
+    if not path.endswith(".safetensors"):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    out = {}
+    for key in _METADATA_INTS:
+        if key in meta:
+            try:
+                out[key] = int(meta[key])
+            except ValueError:
+                raise CheckpointError(f"{path}: metadata {key}={meta[key]!r} is not a whole number") from None
+    return out
+
+
 def load_llamagen_gpt(path, preset: str | None = None, model_type: str | None = None,
                       image_size: int | None = None, dtype: torch.dtype = torch.float32,
-                      device: torch.device | str = "cpu", **overrides) -> LlamaGenTransformer:
-    """Official GPT checkpoint (``.pt`` with weights under "model", raw FSDP, or ``.safetensors``) -> model in eval."""
+                      device: torch.device | str = "cpu", pixels_per_token: int | None = None,
+                      **overrides) -> LlamaGenTransformer:
+    """Official GPT checkpoint (``.pt`` with weights under "model", raw FSDP, or ``.safetensors``) -> model in eval.
+
+    ``pixels_per_token``: side of one token in pixels (16 for VQ-16), used with ``image_size``; None: the
+    file's metadata, else 16."""
     path, sd = _read(path)
+    meta = _config_metadata(path)
+    if image_size is None:
+        image_size = meta.get("image_size")
+    if pixels_per_token is None:
+        pixels_per_token = meta.get("pixels_per_token", PIXELS_PER_TOKEN)
+    if preset is None and "n_head" in meta:
+        overrides.setdefault("n_head", meta["n_head"])
     sd = {k: v for k, v in sd.items() if not _DERIVED_GPT_KEY.match(k)}  # recomputed / reallocated here
     if not is_gpt_state_dict(sd):
         hint = " Give it as the VQ checkpoint instead." if is_vq_state_dict(sd) else ""
         raise CheckpointError(f"{path} is not a LlamaGen GPT checkpoint: this looks like {describe_state_dict(sd)}.{hint}")
-    cfg = infer_gpt_config(sd, path, preset=preset, model_type=model_type, image_size=image_size, **overrides)
+    cfg = infer_gpt_config(sd, path, preset=preset, model_type=model_type, image_size=image_size,
+                           pixels_per_token=pixels_per_token, **overrides)
     with torch.device("meta"):  # no random init of billions of weights; the file supplies every tensor
         model = LlamaGenTransformer(cfg)
     _load_strict(model, sd, path, f"LlamaGen GPT ({cfg.model_type}, {cfg.n_layer} layers, dim {cfg.dim})")
@@ -207,7 +244,8 @@ def load_llamagen(gpt_path, vq_path, t5_path=None, *, preset: str | None = None,
                   vq_dtype: torch.dtype = torch.float32, t5_dtype: torch.dtype | None = None,
                   **gpt_overrides):
     """GPT + VQ (+ FLAN-T5 folder for t2i) -> LlamaGenAdapter. The VQ decoder stays float32 by default.
-    ``gpt_overrides`` go to the GPT config (e.g. ``n_head`` for a file that matches no preset)."""
+    ``gpt_overrides`` go to the GPT loader (e.g. ``n_head`` for a file that matches no preset, or
+    ``pixels_per_token`` for a tokenizer other than VQ-16 when the file's metadata does not say)."""
     from .adapter import LlamaGenAdapter
 
     gpt = load_llamagen_gpt(gpt_path, preset=preset, model_type=model_type, image_size=image_size,
