@@ -97,6 +97,7 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     scratch = layout.num_slots  # a slot no query ever sees: padded queries write there
     codes = torch.full((B, HW + 2), -1, dtype=torch.long, device=dev)  # [grid | EOL sentinel | trash]
     codes[:, HW] = EOL_TOKEN
+    sampler = _TokenSampler(config, B, V, generator, codes)  # checks the generators before any allocation
     filled = torch.zeros((N, scratch + 1), dtype=torch.bool, device=dev)
     filled[:, : layout.prefix] = cond.prefix_valid.to(dev)
     cache = cache if cache is not None else model.new_cache(cond, scratch + 1)
@@ -110,8 +111,6 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     else:
         step_forward = lambda tokens, slots, visible: model.forward(cond, tokens, slots, visible, cache)  # noqa: E731
     sched = [Schedule(layout, config) for _ in range(B)] if config.mode == "adaptive" else []
-    sampler = _TokenSampler(config, B, layout.cols, V, generator, dev)
-    sampler.codes = codes
 
     prefix_slots = torch.arange(layout.prefix, device=dev).expand(N, -1)
     with timer:
@@ -143,20 +142,20 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
 class _TokenSampler:
     """Turns a pass's logits into tokens: guidance, filters, per-sample seeded draws, adaptive verify."""
 
-    def __init__(self, config: ZipARConfig, batch: int, cols: int, vocab: int, generator, device):
-        self.cfg, self.B, self.cols, self.V, self.device = config, batch, cols, vocab, device
+    def __init__(self, config: ZipARConfig, batch: int, vocab: int, generator, codes: torch.Tensor):
+        self.cfg, self.B, self.V, self.codes, self.device = config, batch, vocab, codes, codes.device
         self.gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * batch
         if len(self.gens) != batch:
             raise ValueError(f"got {len(self.gens)} generators for a batch of {batch} images; "
                              "pass one per image or a single one")
         adaptive = config.mode == "adaptive"
-        self.p_draft = torch.zeros((batch, vocab), device=device) if adaptive else None  # p_k of the pending draft
-        self.draft = torch.zeros(batch, dtype=torch.long, device=device) if adaptive else None
+        self.p_draft = torch.zeros((batch, vocab), device=self.device) if adaptive else None  # p_k of the pending draft
+        self.draft = torch.zeros(batch, dtype=torch.long, device=self.device) if adaptive else None
 
     def choose(self, logits, target, counts, drafts: dict[int, tuple[int, str]] | None = None):
         """logits (rows, q, V) of one pass; target (B, q) flat code index each query's token goes to;
         counts: real feeds per sample; drafts: sample -> (query, DRAFT|VERIFY) for adaptive row starts.
-        Writes the sampled tokens into ``self.codes``; returns {sample: accepted} for VERIFY feeds."""
+        Writes the sampled tokens into the code buffer; returns {sample: accepted} for VERIFY feeds."""
         cfg, B = self.cfg, self.B
         if cfg.guidance:
             scale = cfg.guidance_scale if cfg.guidance_interval is None else torch.where(
