@@ -1,7 +1,9 @@
-"""``zipar demo``: NTP against ZipAR on one model, in one process, with passes and seconds.
+"""``zipar demo``: NTP against ZipAR on one model, in one process: passes, seconds and the images.
 
-Until a trained demo model ships with the package, the model is a small LlamaGen with RANDOM weights:
-the pass counts and timings are real, the images are noise.
+By default the model is the embedded demo model (``zipar.demo_model``: a small class-conditional
+LlamaGen trained on a procedural dataset of 10 shape and texture classes, 32x32 px, 16x16 tokens), so the
+images are real and the same seeds give comparable images in every mode. ``--random`` (or ``--preset``)
+runs a LlamaGen of a chosen size with RANDOM weights instead: real pass counts and timings, noise images.
 """
 from __future__ import annotations
 
@@ -9,16 +11,20 @@ import time
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="NTP vs ZipAR on a small random-weight LlamaGen: passes and seconds")
-    p.add_argument("--preset", default="tiny",
-                   help="'tiny' (dim 256, 4 layers) or a LlamaGen size: GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-3B")
-    p.add_argument("--grid", type=int, default=16, help="tokens per side (16 = 256px with the VQ-16 tokenizer)")
-    p.add_argument("--windows", type=int, nargs="+", default=[8, 4], help="ZipAR windows to run")
-    p.add_argument("--adaptive", type=int, nargs="*", default=[4], help="adaptive minimum windows to run")
+    p = sub.add_parser("demo", help="NTP vs ZipAR on the embedded demo model: passes, seconds, images side by side")
+    p.add_argument("--windows", type=int, nargs="+", default=[4, 2], help="ZipAR fixed windows to run")
+    p.add_argument("--adaptive", type=int, nargs="*", default=[3], help="adaptive minimum windows to run")
     p.add_argument("--guidance-scale", type=float, default=2.0)
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=10,
+                   help="images per mode (demo model: classes 0..9 in turn, one generate() call)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="zipar_demo.png", help="PNG of the images, one row per mode ('' to skip)")
+    p.add_argument("--random", action="store_true", help="a LlamaGen with RANDOM weights instead (--preset sets its size)")
+    p.add_argument("--preset", default=None,
+                   help="with --random: 'tiny' (dim 256, 4 layers; the default) or a LlamaGen size: GPT-B, GPT-L, "
+                        "GPT-XL, GPT-XXL, GPT-3B (implies --random)")
+    p.add_argument("--grid", type=int, default=16, help="with --random: tokens per side")
     p.set_defaults(func=run)
 
 
@@ -43,22 +49,67 @@ def run(args) -> None:
     from .zipar_core import ZipARConfig, generate
 
     torch.set_grad_enabled(False)
-    model = random_llamagen(args.preset, args.grid, args.device, args.seed)
+    random = args.random or args.preset is not None
+    if random:
+        preset = args.preset or "tiny"
+        model = random_llamagen(preset, args.grid, args.device, args.seed)
+        rows = cols = args.grid
+        print(f"LlamaGen {preset} with RANDOM weights (timings are real, images would be noise), "
+              f"{rows}x{cols} tokens, batch {args.batch_size}, guidance {args.guidance_scale}, {args.device}")
+    else:
+        from .demo_model import CLASSES, load_demo_model
+
+        t = time.perf_counter()
+        model = load_demo_model(device=args.device)
+        rows, cols = model.default_grid
+        print(f"embedded demo model (LlamaGen architecture, {model.config.n_layer} layers, dim {model.config.dim}, "
+              f"trained on procedural shapes; loaded in {time.perf_counter() - t:.1f} s): {rows}x{cols} tokens = "
+              f"{model.default_size[1]}x{model.default_size[0]} px, batch {args.batch_size}, guidance "
+              f"{args.guidance_scale}, {args.device}, torch threads: {torch.get_num_threads()}")
+        print("classes: " + ", ".join(CLASSES[i % len(CLASSES)] for i in range(args.batch_size)))
     labels = [i % model.config.num_classes for i in range(args.batch_size)]
-    cond = model.prepare(class_labels=labels, rows=args.grid, cols=args.grid, guidance_scale=args.guidance_scale)
+    cond = model.prepare(class_labels=labels, rows=rows, cols=cols, guidance_scale=args.guidance_scale)
     configs = [("ntp", ZipARConfig(mode="ntp"))]
     configs += [(f"fixed s={s}", ZipARConfig(mode="fixed", window=s)) for s in args.windows]
     configs += [(f"adaptive s_min={s}", ZipARConfig(mode="adaptive", window=s)) for s in args.adaptive]
-    print(f"LlamaGen {args.preset} with RANDOM weights (timings are real, images would be noise), "
-          f"{args.grid}x{args.grid} tokens, batch {args.batch_size}, guidance {args.guidance_scale}, {args.device}")
-    generate(model, cond, ZipARConfig(window=args.grid // 2, guidance_scale=args.guidance_scale))  # warm-up
+    generate(model, cond, ZipARConfig(window=max(1, cols // 2), guidance_scale=args.guidance_scale))  # warm-up
     print(f"{'mode':<20}{'passes':>8}{'seconds':>10}{'pass ratio':>12}{'speed-up':>10}")
-    base = None
+    base, results = None, []
     for name, cfg in configs:
         cfg.guidance_scale = args.guidance_scale
+        gens = [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.batch_size)]
         t = time.perf_counter()
-        result = generate(model, cond, cfg, generator=torch.Generator(args.device).manual_seed(args.seed))
+        result = generate(model, cond, cfg, generator=gens)
         seconds = time.perf_counter() - t
         base = base or (result.stats.passes, seconds)
+        results.append((name, result))
+        extra = ""
+        if cfg.mode == "adaptive" and result.stats.acceptance_rate is not None:
+            extra = f"   (drafts accepted {result.stats.acceptance_rate:.0%})"
         print(f"{name:<20}{result.stats.passes:>8}{seconds:>10.2f}{base[0] / result.stats.passes:>11.2f}x"
-              f"{base[1] / seconds:>9.2f}x")
+              f"{base[1] / seconds:>9.2f}x{extra}")
+    if args.out and model.vq is not None:
+        save_side_by_side(model, results, args.out)
+        print(f"saved {args.out}: one row per mode, same seeds in every row")
+
+
+def save_side_by_side(model, results, path: str, scale: int = 4) -> None:
+    """One row of decoded images per mode, the mode's name and pass count on the left."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for _, result in results:
+        pixels = model.decode(result.codes).float().add(1).mul(127.5).round().clamp(0, 255).byte()
+        rows.append(pixels.permute(0, 2, 3, 1).cpu().numpy())
+    n, h, w, _ = rows[0].shape
+    h, w, pad, label_w = h * scale, w * scale, 4, 120
+    canvas = Image.new("RGB", (label_w + n * (w + pad) + pad, len(rows) * (h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, ((name, result), imgs) in enumerate(zip(results, rows)):
+        y = pad + r * (h + pad)
+        draw.text((8, y + h // 2 - 12), f"{name}\n{result.stats.passes} passes", fill="black")
+        for i in range(n):
+            tile = np.asarray(imgs[i]).repeat(scale, 0).repeat(scale, 1)
+            canvas.paste(Image.fromarray(tile), (label_w + pad + i * (w + pad), y))
+    canvas.save(path)

@@ -6,7 +6,7 @@ name (16 px per token) unless ``image_size`` is given, and the key set is checke
 file fails with a message that says what the file is, instead of producing noise images.
 
 A ``.safetensors`` GPT file may say what its shapes cannot in its metadata: ``n_head``, ``image_size`` and
-``pixels_per_token`` (the embedded demo model does: 4 px per token, 64 px images). Arguments given to the
+``pixels_per_token`` (the embedded demo model does: 2 px per token, 32 px images). Arguments given to the
 loader win over metadata; with a VQ tokenizer, ``load_llamagen`` takes the pixels per token from it.
 """
 from __future__ import annotations
