@@ -4,27 +4,18 @@ from __future__ import annotations
 from . import comfy_glue as glue
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
-# Runs with no download: a small class-conditional LlamaGen plus VQ-16 decoder with RANDOM weights (the
-# images are noise; pass counts and timings are real), until the trained demo model ships.
-BUILTIN_DEMO = "zipar-demo (built-in, random weights)"
+# Runs with no download: the embedded demo model (a small class-conditional LlamaGen trained on the
+# procedural shapes dataset of zipar.demo_model; classes 0-9), shipped with the package.
+BUILTIN_DEMO = "zipar-demo (built-in, 10 shape classes)"
 FAMILY_HELP = ("LlamaGen (a GPT checkpoint such as c2i_L_384.pt with its vq_ds16_*.pt), Janus-Pro, Emu3-Gen or "
                "Lumina-mGPT (transformers model folders)")
 
 
-def builtin_demo_model(seed: int = 0):
-    """The built-in demo adapter: LlamaGen c2i (dim 256, 4 layers, 10 classes, 16x16 tokens = 256 px)
-    with a small VQ-16 decoder, both seeded random."""
-    import torch
+def builtin_demo_model(device=None, dtype=None):
+    """The embedded demo model, loaded through the standard LlamaGen loader."""
+    from ..demo_model import load_demo_model
 
-    from ..zipar_core.models.llamagen import LlamaGenAdapter, LlamaGenConfig, LlamaGenTransformer, VQConfig, VQModel
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gpt = LlamaGenTransformer(LlamaGenConfig(dim=256, n_layer=4, n_head=8, vocab_size=4096, num_classes=10,
-                                                 block_size=256, multiple_of=64))
-        vq = VQModel(VQConfig(codebook_size=4096, codebook_embed_dim=8, z_channels=64, ch=32,
-                              ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1))
-    return LlamaGenAdapter(gpt.eval(), vq.eval())
+    return load_demo_model(device=device or "cpu", dtype=dtype)
 
 
 def _load_model(path: str, torch_dtype, device):
@@ -43,7 +34,7 @@ class ZipARModelLoader:
                 "model_name": ([BUILTIN_DEMO] + glue.list_model_entries(), {
                     "tooltip": "A model file or folder from ComfyUI/models/zipar (more folders: a 'zipar:' entry in "
                                f"extra_model_paths.yaml). Families: {FAMILY_HELP}. The family is detected from "
-                               f"the files. '{BUILTIN_DEMO}' needs no download but draws noise."}),
+                               f"the files. '{BUILTIN_DEMO}' needs no download (a small model trained on 10 shape classes)."}),
                 "dtype": (DTYPES, {
                     "default": "auto",
                     "tooltip": "Weight precision. auto: bf16 on GPUs that support it, else fp16 where ComfyUI "
@@ -64,9 +55,7 @@ class ZipARModelLoader:
         device = glue.load_device()
         torch_dtype = glue.pick_dtype(dtype, device)
         if model_name == BUILTIN_DEMO:
-            adapter = builtin_demo_model()
-            adapter.gpt.to(device=glue.offload_device(), dtype=torch_dtype)
-            adapter.vq.to(device=glue.offload_device())  # the VQ decoder stays fp32, as in LlamaGen
+            adapter = builtin_demo_model(glue.offload_device(), torch_dtype)  # the VQ decoder stays fp32
             return (glue.wrap_model(adapter, model_name, {"dtype": str(torch_dtype)}),)
         path = glue.resolve_model_path(model_name)
         try:

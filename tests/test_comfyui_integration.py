@@ -32,7 +32,7 @@ COMFY = os.environ.get("ZIPAR_COMFYUI_PATH")
 PACK_DIR_NAME = "ComfyUI-ZipAR"  # not "zipar": the pack must not depend on its folder name
 TINY = "tiny/c2i_B_128.pt"  # 8x8 tokens of 16 px
 MYSTERY = "tiny/mystery.pt"  # no known family, a VQ tokenizer beside it
-DEMO = "zipar-demo (built-in, random weights)"
+DEMO = "zipar-demo (built-in, 10 shape classes)"
 
 pytestmark = pytest.mark.skipif(not COMFY or not os.path.isfile(os.path.join(COMFY or "", "main.py")),
                                 reason="set ZIPAR_COMFYUI_PATH to a ComfyUI checkout to run the integration test")

@@ -171,9 +171,10 @@ def test_builtin_demo_model_loads_and_samples():
     torch.set_num_threads(1)
     (handle,) = ZipARModelLoader().load(BUILTIN_DEMO, "fp32")
     assert handle.adapter.family == "llamagen" and handle.adapter.conditioning == "class"
-    codes, _ = sample(handle, prompt="3", window=16, guidance=1.0, mode="ntp", width=64, height=32)
+    codes, stats = sample(handle, prompt="3", window=8, guidance=2.0, mode="fixed", width=32, height=32)
     (image,) = ZipARVQDecode().decode(codes)
-    assert image.shape == (1, 32, 64, 3)
+    assert image.shape == (1, 32, 32, 3) and 0 <= image.min() and image.max() <= 1
+    assert codes.stats["passes"] == 15 * 8 + 16  # 16x16 tokens, window 8
 
 
 def test_progress_and_previews(fake_comfy):
