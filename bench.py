@@ -154,7 +154,6 @@ def add_parser(sub) -> None:
 def _cli(args) -> None:
     from .demo import random_llamagen
 
-    torch.set_grad_enabled(False)
     model = random_llamagen(args.preset, args.grid, args.device)
     model.gpt.to(getattr(torch, args.dtype))
     cond = model.prepare(class_labels=[i % model.config.num_classes for i in range(args.batch_size)],

@@ -48,7 +48,6 @@ def run(args) -> None:
 
     from .zipar_core import ZipARConfig, generate
 
-    torch.set_grad_enabled(False)
     random = args.random or args.preset is not None
     if random:
         preset = args.preset or "tiny"

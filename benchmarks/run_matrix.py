@@ -77,7 +77,7 @@ def main(argv=None):
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs per number of rows in flight")
     p.add_argument("--json", default="benchmark_results.json")
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
+    torch.set_grad_enabled(False)  # a command-line process: inference only
     dtype = getattr(torch, args.dtype)
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
                f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")

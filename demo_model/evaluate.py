@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
+    torch.set_grad_enabled(False)  # a command-line process: inference only
     t_all = time.perf_counter()
 
     model = load_demo_model()

@@ -14,7 +14,6 @@ from zipar.zipar_core import ZipARConfig, generate
 from zipar.zipar_core.models import load_model
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter, load_llamagen
 
-torch.set_grad_enabled(False)
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,7 @@ class _Step:
     plans: list[Pass]
 
 
+@torch.no_grad()
 def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generator=None,
              callback: StepCallback | None = None, cancel: Callable[[], bool] | None = None,
              profile: bool = False, cache=None, compile: bool = False, cuda_graphs: bool = False) -> ZipARResult:
