@@ -20,7 +20,7 @@ import torch
 
 from .base import Conditioning
 from .hf_common import (
-    HFAdapter,
+    VocabularyImageAdapter,
     as_prompt_list,
     broadcast_negative,
     encode,
@@ -42,7 +42,7 @@ def calculate_generate_size(ratio: str, image_area: int, spatial_factor: int) ->
     return round(height * target_ratio / spatial_factor), round(width * target_ratio / spatial_factor)
 
 
-class Emu3Adapter(HFAdapter):
+class Emu3Adapter(VocabularyImageAdapter):
     family = "emu3"
     DEFAULTS: ClassVar[dict] = {"guidance_scale": 3.0, "top_k": 2048, "temperature": 1.0}  # BAAI's Emu3-Gen example
 
@@ -115,12 +115,6 @@ class Emu3Adapter(HFAdapter):
         return self._conditioning(cond_ids, uncond_ids, rows, cols, eol=True)
 
     # -- model hooks ---------------------------------------------------------------------------------
-    def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._embed_prompt(self._vocabulary_ids(tokens))
-
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(hidden)[..., self._image_ids(hidden.device)].float()
-
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, H, W) -> (B, 3, 8H, 8W) in [-1, 1]; the VQ decoder makes 4 frames, frame 0 is the image

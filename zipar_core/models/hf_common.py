@@ -286,3 +286,15 @@ class HFAdapter:
     def forward(self, cond: Conditioning, tokens, slots, visible, cache) -> torch.Tensor:
         hidden = self._run(self._embed_codes(tokens), slots, visible, cond, cache)
         return self._logits(hidden)  # (rows, q, codebook)
+
+
+class VocabularyImageAdapter(HFAdapter):
+    """Families whose image tokens live in the text vocabulary (Emu3, Chameleon/Lumina): codes are fed
+    through the model's own code -> id mapping and logits are the lm_head's, cut to the image tokens
+    (calling lm_head directly also skips Chameleon's forward, which masks every image logit)."""
+
+    def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._embed_prompt(self._vocabulary_ids(tokens))
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden)[..., self._image_ids(hidden.device)].float()

@@ -28,7 +28,7 @@ import torch
 
 from .base import Conditioning
 from .hf_common import (
-    HFAdapter,
+    VocabularyImageAdapter,
     as_prompt_list,
     broadcast_negative,
     encode,
@@ -70,7 +70,7 @@ def guess_target_size(path_or_id: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class LuminaAdapter(HFAdapter):
+class LuminaAdapter(VocabularyImageAdapter):
     family = "lumina"
     DEFAULTS: ClassVar[dict] = {"guidance_scale": 3.0, "top_k": 2000, "temperature": 1.0}
 
@@ -166,13 +166,6 @@ class LuminaAdapter(HFAdapter):
         return self._conditioning(cond_ids, uncond_ids, rows, cols, eol=True)
 
     # -- model hooks ---------------------------------------------------------------------------------
-    def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._embed_prompt(self._vocabulary_ids(tokens))
-
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        # lm_head directly: ChameleonForConditionalGeneration.forward would mask every image logit
-        return self.model.lm_head(hidden)[..., self._image_ids(hidden.device)].float()
-
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, H, W) -> (B, 3, 16H, 16W) in [-1, 1] with Chameleon's VQGAN decoder."""
