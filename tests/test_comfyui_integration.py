@@ -337,7 +337,7 @@ def test_bad_inputs_say_what_to_change(server):
 
     messages = {
         "window larger than the grid": _error_of(server, variant(window=64)),
-        "unsupported width": _error_of(server, variant(width=200)),
+        "unsupported width": _error_of(server, variant(width=33)),
         "unknown family": _error_of(server, variant(model=MYSTERY)),
     }
     _, answer = server.queue(variant(model="../../../etc/passwd"))
@@ -345,7 +345,7 @@ def test_bad_inputs_say_what_to_change(server):
     for what, text in messages.items():
         print(f"\n{what}: {text.strip()}")
     assert "set window to 1..16" in messages["window larger than the grid"]
-    assert "width 200 is not a positive multiple of 16" in messages["unsupported width"]
+    assert "width 33 is not a positive multiple of 2" in messages["unsupported width"]  # demo: 2 px per token
     assert f"could not load '{MYSTERY}'" in messages["unknown family"]
     assert "not a LlamaGen GPT checkpoint" in messages["unknown family"]
     assert "value_not_in_list" in messages["path outside the model folder"]
