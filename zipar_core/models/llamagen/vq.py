@@ -101,6 +101,19 @@ def _mid(channels: int, dropout: float) -> nn.ModuleList:
                           ResnetBlock(channels, channels, dropout)])
 
 
+def _run_levels(blocks: nn.ModuleList, h: torch.Tensor, resample: str) -> torch.Tensor:
+    """Encoder/decoder levels: res blocks (each followed by its attention block where the level has them),
+    then the level's down- or upsampling, except after the last level."""
+    for level, block in enumerate(blocks):
+        for i, res in enumerate(block.res):
+            h = res(h)
+            if len(block.attn):
+                h = block.attn[i](h)
+        if level != len(blocks) - 1:
+            h = getattr(block, resample)(h)
+    return h
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: VQConfig, in_channels: int = 3):
         super().__init__()
@@ -124,14 +137,7 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(cin, cfg.z_channels, 3, padding=1)
 
     def forward(self, x):
-        h = self.conv_in(x)
-        for level, block in enumerate(self.conv_blocks):
-            for i, res in enumerate(block.res):
-                h = res(h)
-                if len(block.attn):
-                    h = block.attn[i](h)
-            if level != len(self.conv_blocks) - 1:
-                h = block.downsample(h)
+        h = _run_levels(self.conv_blocks, self.conv_in(x), "downsample")
         for m in self.mid:
             h = m(h)
         return self.conv_out(swish(self.norm_out(h)))
@@ -164,13 +170,7 @@ class Decoder(nn.Module):
         h = self.conv_in(z)
         for m in self.mid:
             h = m(h)
-        for level, block in enumerate(self.conv_blocks):
-            for i, res in enumerate(block.res):
-                h = res(h)
-                if len(block.attn):
-                    h = block.attn[i](h)
-            if level != len(self.conv_blocks) - 1:
-                h = block.upsample(h)
+        h = _run_levels(self.conv_blocks, h, "upsample")
         return self.conv_out(swish(self.norm_out(h)))
 
 
