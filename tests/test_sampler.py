@@ -197,6 +197,20 @@ def test_static_shape_steps_give_the_same_images(model, cfg):
     assert torch.equal(runs[0].codes, runs[1].codes)
 
 
+@pytest.mark.parametrize("cfg", [dict(mode="ntp"), dict(window=2), dict(mode="adaptive", window=2)], ids=str)
+def test_cuda_graph_bookkeeping_gives_the_same_images(model, emulated_cuda_graphs, cfg):
+    """The CUDA-graph path with capture and replay emulated on CPU (conftest): one graph per query count,
+    each pass's inputs copied into that graph's static buffers, the static output cloned before the next
+    replay overwrites it. Images equal eager decoding; at most rows + 1 graphs are captured."""
+    config = ZipARConfig(temperature=1.0, guidance_scale=2.0, **cfg)
+    runs = [generate(model, model.prepare([1, 2], ROWS, COLS, guidance=True), config,
+                     generator=[torch.Generator().manual_seed(i) for i in range(2)], cuda_graphs=graphs)
+            for graphs in (False, True)]
+    assert torch.equal(runs[0].codes, runs[1].codes)
+    captured = emulated_cuda_graphs
+    assert 1 <= len(captured) <= ROWS + 1 and len(set(captured)) == len(captured)
+
+
 def test_compiled_steps_give_the_same_images(model):
     config = ZipARConfig(window=2, temperature=0)
     eager = generate(model, model.prepare([1], ROWS, COLS), config)

@@ -63,6 +63,6 @@ def visibility_mask(filled: torch.Tensor, slots: torch.Tensor, kv_len: int) -> t
 
 def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """bool visibility (batch, q, kv) -> additive float mask (batch, 1, q, kv) for eager attention."""
-    zero = torch.zeros((), dtype=dtype, device=visible.device)
-    neg = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=visible.device)
-    return torch.where(visible, zero, neg)[:, None]
+    # masked_fill with a Python scalar: no host->device copy per step (a CUDA graph could not capture one)
+    mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+    return mask.masked_fill_(~visible, torch.finfo(dtype).min)[:, None]

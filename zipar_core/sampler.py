@@ -186,14 +186,14 @@ class _TokenSampler:
     def _verify(self, probs, target, drafts, accept, resample) -> dict[int, bool]:
         """Adaptive row starts (paper eq. 2-3): a DRAFT keeps its sample as x[r, 0] ~ p_k; a VERIFY checks
         the pending draft against p_{k+1} and accepts or resamples from the residual."""
-        b_idx = torch.tensor(list(drafts), device=self.device)
-        q_idx = torch.tensor([q for q, _ in drafts.values()], device=self.device)
+        b_idx = _device_tensor(list(drafts), self.device)
+        q_idx = _device_tensor([q for q, _ in drafts.values()], self.device)
         verifying = [use == VERIFY for _, use in drafts.values()]
         p_new, tgt = probs[b_idx, q_idx], target[b_idx, q_idx]  # (n, V), (n,)
         token = self.codes[b_idx, tgt]  # a DRAFT's freshly sampled token
         accepted: dict[int, bool] = {}
         if any(verifying):
-            v = torch.tensor(verifying, device=self.device)
+            v = _device_tensor(verifying, self.device, torch.bool)
             checked, ok = speculative_step(self.draft[b_idx], self.p_draft[b_idx], p_new, accept[b_idx],
                                            None if resample is None else resample[b_idx])
             token = torch.where(v, checked, token)
@@ -237,8 +237,17 @@ def _build_step(plans: list[Pass], layout, scratch: int, device) -> _Step:
             if f.target is not None and f.use != NONE:
                 target[b][i] = f.target[0] * W + f.target[1]
     kv_len = max(p.max_slot for p in plans if p.feeds) + 1
-    t = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
-    return _Step(t(slots), t(source), t(target), kv_len, plans)
+    return _Step(*(_device_tensor(x, device) for x in (slots, source, target)), kv_len, plans)
+
+
+def _device_tensor(data, device, dtype=torch.long) -> torch.Tensor:
+    """Python data -> a tensor on ``device``. On CUDA the copy goes from pinned memory without blocking,
+    so the host does not wait for the passes still queued on the GPU (PyTorch's pinned-memory cache keeps
+    the staging buffer alive until the copy has run)."""
+    t = torch.tensor(data, dtype=dtype)
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _steps(sched: list[Schedule], layout, config: ZipARConfig, scratch: int, device):

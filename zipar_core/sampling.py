@@ -35,7 +35,7 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
     cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     remove_sorted = cum <= (1 - top_p)
-    remove_sorted[..., -1:] = False  # min_tokens_to_keep = 1
+    remove_sorted[..., -1:].fill_(False)  # min_tokens_to_keep = 1 (fill_: no scalar tensor made per call)
     remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
     return logits.masked_fill(remove, float("-inf"))
 

@@ -19,8 +19,11 @@ class StaticStep:
         self.forward = model.forward
         if compile:
             self.forward = torch.compile(model.forward, dynamic=True)
-        self.cuda_graphs = cuda_graphs and model.device.type == "cuda"
-        self.graphs: dict[int, tuple] = {}  # q -> (graph, tokens, slots, visible, logits)
+        self.cuda_graphs = cuda_graphs and graphs_available(model.device)
+        self.graphs: dict[int, tuple] = {}  # q -> (replay, tokens, slots, visible, logits)
+        # One memory pool for all graphs: safe because every output is cloned right after its replay, so
+        # a later replay of another graph may reuse the memory; the pool costs one graph, not rows + 1.
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
 
     def __call__(self, tokens: torch.Tensor, slots: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         full = torch.zeros((*visible.shape[:2], self.num_slots), dtype=torch.bool, device=visible.device)
@@ -29,24 +32,32 @@ class StaticStep:
             return self.forward(self.cond, tokens, slots, full, self.cache)
         q = tokens.shape[1]
         if q not in self.graphs:
-            self.graphs[q] = self._capture(tokens, slots, full)
-        graph, s_tokens, s_slots, s_visible, s_logits = self.graphs[q]
+            s_tokens, s_slots, s_visible = tokens.clone(), slots.clone(), full.clone()
+            replay, s_logits = record_cuda_graph(
+                lambda: self.forward(self.cond, s_tokens, s_slots, s_visible, self.cache), self.pool)
+            self.graphs[q] = replay, s_tokens, s_slots, s_visible, s_logits
+        replay, s_tokens, s_slots, s_visible, s_logits = self.graphs[q]
         s_tokens.copy_(tokens)
         s_slots.copy_(slots)
         s_visible.copy_(full)
-        graph.replay()
-        return s_logits.clone()
+        replay()
+        return s_logits.clone()  # the next replay overwrites the static output
 
-    def _capture(self, tokens, slots, visible):
-        """Warm up on a side stream, then capture one step into a graph with static inputs. The warm-up
-        writes the current step's K/V; the replay that follows writes the same values again."""
-        s_tokens, s_slots, s_visible = tokens.clone(), slots.clone(), visible.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self.forward(self.cond, s_tokens, s_slots, s_visible, self.cache)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            s_logits = self.forward(self.cond, s_tokens, s_slots, s_visible, self.cache)
-        return graph, s_tokens, s_slots, s_visible, s_logits
+
+def graphs_available(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def record_cuda_graph(step, pool=None):
+    """Warm up ``step`` (a call reading only static tensors) on a side stream, then capture it into a
+    CUDA graph. Returns (replay, output): replay() reruns the captured kernels and refills ``output``.
+    The warm-up writes the current step's K/V; the replay that follows writes the same values again."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        output = step()
+    return graph.replay, output
