@@ -86,12 +86,19 @@ def _setting_args(p) -> None:
     g.add_argument("--height", type=int)
     g.add_argument("--width", type=int)
     g.add_argument("--negative-prompt")
+    g = p.add_argument_group("speed (same images, not part of a sample set's settings)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the decoding steps")
+    g.add_argument("--cuda-graphs", action="store_true", help="on CUDA: one CUDA graph per number of rows in flight")
 
 
 # -- shared helpers --------------------------------------------------------------------------------------
 
 def _settings(args) -> dict:
     return {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
+
+
+def _speed(args) -> dict:
+    return {"compile": args.compile, "cuda_graphs": args.cuda_graphs}
 
 
 def _device(args) -> str:
@@ -181,7 +188,8 @@ def run_generate(args) -> None:
     seeds = [args.seed + i for i in range(args.num_images)]
     condition = {"prompt": args.prompt} if args.prompt is not None else {"class_label": args.class_label}
     call = {"prompt": args.prompt} if args.prompt is not None else {"class_labels": [args.class_label]}
-    out = pipe(**call, num_images_per_prompt=args.num_images, generator=_generators(device, seeds), **_settings(args))
+    out = pipe(**call, num_images_per_prompt=args.num_images, generator=_generators(device, seeds), **_settings(args),
+               **_speed(args))
     stem, ext = os.path.splitext(args.output)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     for b, (image, seed) in enumerate(zip(out.images, seeds)):
@@ -304,7 +312,8 @@ def run_sample(args) -> None:
             conds = [items[i // per] for i in batch]
             call = {"prompt": conds} if kind == "prompt" else {"class_labels": conds}
             t = time.perf_counter()
-            out = pipe(**call, generator=_generators(device, [args.seed + i for i in batch]), **_settings(args))
+            out = pipe(**call, generator=_generators(device, [args.seed + i for i in batch]), **_settings(args),
+                       **_speed(args))
             for b, (i, image) in enumerate(zip(batch, out.images)):
                 save_png(image, image_path(folder, i), {**_meta(args, out, b, args.seed + i, {kind: conds[b]}),
                                                         "index": i})

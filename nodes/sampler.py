@@ -61,16 +61,6 @@ def _ntp_passes(layout) -> int:
     return count_passes(layout, ZipARConfig(mode="ntp"))
 
 
-def _expected_passes(layout, config) -> int:
-    from ..zipar_core import ZipARConfig, count_passes
-
-    if config.mode != "adaptive":
-        return count_passes(layout, config)
-    # Adaptive: each row trails by at least s_min + 1 tokens; the bar grows if the run needs more.
-    s = min(config.window + 1, layout.cols)
-    return count_passes(layout, ZipARConfig(mode="fixed", window=s, paper_first_row=config.paper_first_row))
-
-
 def stats_text(config, layout, stats, ntp: int, note: str = "") -> str:
     what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode} window {config.window}"
     speedup = ntp / max(stats.passes, 1)
@@ -165,7 +155,7 @@ class ZipARSampler:
                width, height, batch_size, paper_first_row=False):
         import torch
 
-        from ..zipar_core import ZipARConfig, generate
+        from ..zipar_core import ZipARConfig, expected_passes, generate
 
         adapter = model.load()
         config = ZipARConfig(mode=mode, window=int(window), paper_first_row=bool(paper_first_row),
@@ -197,7 +187,7 @@ class ZipARSampler:
             gens = [torch.Generator(device=dev).manual_seed((int(seed) + i) % (MAX_SEED + 1))
                     for i in range(batch_size)]
             preview = preview_fn(adapter, adapter.downsample) if glue.previews_enabled() else None
-            progress = glue.PassProgress(_expected_passes(layout, config), preview)
+            progress = glue.PassProgress(expected_passes(layout, config), preview)
             result = generate(adapter, cond, config, generator=gens, callback=progress)
             progress.finish()
         codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict())

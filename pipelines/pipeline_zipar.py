@@ -31,7 +31,7 @@ from diffusers.utils import logging, replace_example_docstring
 
 from ..zipar_core.config import MODES, ZipARConfig
 from ..zipar_core.sampler import generate
-from ..zipar_core.schedule import count_passes
+from ..zipar_core.schedule import expected_passes
 
 # diffusers resolves saved components by importing their classes from the module model_index.json names
 from .components import ChameleonVQGANModel, LlamaGenGPTModel, LlamaGenVQModel
@@ -370,6 +370,8 @@ class ZipARPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["codes"],  # noqa: B006  (diffusers' signature)
+        compile: bool = False,
+        cuda_graphs: bool = False,
     ):
         r"""
         Generate images.
@@ -403,6 +405,10 @@ class ZipARPipeline(DiffusionPipeline):
                 `(batch, rows, cols)` code buffer, -1 where not decoded yet (copy it to keep it). Set
                 `pipe._interrupt = True` inside it to stop (raises `DecodingCancelled`).
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed to the callback (only "codes").
+            compile (`bool`, defaults to False): run the decoding steps at static shapes through `torch.compile`
+                (the first call compiles; worth it for many images with one model).
+            cuda_graphs (`bool`, defaults to False): on CUDA, capture one CUDA graph per number of rows in flight
+                and replay it, removing kernel-launch overhead (small models, batch 1). Ignored on CPU.
 
         Examples:
 
@@ -444,17 +450,18 @@ class ZipARPipeline(DiffusionPipeline):
             generator = list(generator)
 
         # 3. Decode the token grids, one progress step per forward pass
-        # adaptive pass counts depend on the samples: the bar's total is then NTP's count, an upper bound
-        total = count_passes(cond.layout, ZipARConfig(mode="ntp") if config.mode == "adaptive" else config)
-        with self.progress_bar(total=total) as bar:
+        # adaptive pass counts depend on the samples: the total starts at the all-drafts-accepted count
+        with self.progress_bar(total=expected_passes(cond.layout, config)) as bar:
             def on_pass(step: int, codes: torch.Tensor, stats) -> None:
+                if step + 1 > bar.total:  # a rejected draft cost a pass: grow the bar instead of overflowing
+                    bar.total = step + 1
                 bar.update(1)
                 if callback_on_step_end is not None:
                     kwargs = {k: codes for k in callback_on_step_end_tensor_inputs}
                     callback_on_step_end(self, step, step, kwargs)
 
             result = generate(adapter, cond, config, generator=generator, callback=on_pass,
-                              cancel=lambda: self._interrupt)
+                              cancel=lambda: self._interrupt, compile=compile, cuda_graphs=cuda_graphs)
 
         # 4. Pixels
         if output_type in ("codes", "latent"):

@@ -65,6 +65,16 @@ def test_generate_writes_pngs_with_settings_in_metadata(model_dir, pipe, tmp_pat
         assert_same_image(image.convert("RGB"), reference(pipe, 3, 7 + b))
 
 
+def test_generate_speed_options_give_the_same_image(model_dir, pipe, tmp_path, emulated_cuda_graphs):
+    out = tmp_path / "fast.png"
+    assert main(["generate", "--model", model_dir, "--class-label", "3", "--seed", "7", "-o", str(out),
+                 "--device", "cpu", "--cuda-graphs", *SETTINGS]) == 0
+    assert emulated_cuda_graphs  # the option reached the sampler (graphs emulated on CPU)
+    meta = json.loads(Image.open(out).text["zipar"])
+    assert "cuda_graphs" not in meta and "compile" not in meta  # speed options are not image settings
+    assert_same_image(Image.open(out).convert("RGB"), reference(pipe, 3, 7))
+
+
 def test_generate_bad_input_is_a_clear_error(model_dir, tmp_path, capsys):
     assert main(["generate", "--model", model_dir, "--class-label", "12", "-o", str(tmp_path / "x.png")]) == 2
     assert "class label(s) [12] out of range" in capsys.readouterr().err

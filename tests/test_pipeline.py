@@ -210,6 +210,13 @@ def test_same_generator_same_images_and_per_image_generators(c2i):
     assert torch.equal(both[1:], alone)
 
 
+def test_speed_options_reach_the_sampler_and_change_nothing(c2i, emulated_cuda_graphs):
+    eager = c2i(class_labels=[1, 2], window_size=2, generator=[gen(1), gen(2)], output_type="codes").codes
+    graphed = c2i(class_labels=[1, 2], window_size=2, generator=[gen(1), gen(2)], output_type="codes",
+                  cuda_graphs=True).codes
+    assert torch.equal(eager, graphed) and emulated_cuda_graphs  # graphs were captured and replayed
+
+
 def test_modes_settings_and_stats(c2i):
     ntp = c2i(class_labels=[1], mode="ntp", output_type="codes", generator=gen())
     assert ntp.stats.passes == 16 and ntp.settings["mode"] == "ntp"
@@ -243,7 +250,7 @@ def test_callback_progress_and_interrupt(c2i):
     assert seen[0][1] == 2 and seen[-1][1] == 32  # x[0,0] of each image after prefill; all tokens at the end
     assert all(a <= b for (_, a), (_, b) in itertools.pairwise(seen))
 
-    updates = []
+    updates, bars = [], []
     c2i.set_progress_bar_config(disable=True)
     original = c2i.progress_bar
 
@@ -252,14 +259,21 @@ def test_callback_progress_and_interrupt(c2i):
         bar_update = bar.update
         bar.update = lambda n=1: (updates.append(n), bar_update(n))
         updates.append(("total", total))
+        bars.append(bar)
         return bar
 
     c2i.progress_bar = spy
     try:
         out = c2i(class_labels=[1], window_size=2, output_type="codes", generator=gen())
+        assert updates[0] == ("total", out.stats.passes) and len(updates) - 1 == out.stats.passes
+        # adaptive: the bar starts at the all-accepted count (fixed window s_min + 1) and grows per rejection
+        adaptive = c2i(class_labels=[1], mode="adaptive", window_size=1, temperature=1.0, output_type="codes",
+                       generator=gen())
     finally:
         del c2i.progress_bar
-    assert updates[0] == ("total", out.stats.passes) and len(updates) - 1 == out.stats.passes
+    assert updates[len(updates) - adaptive.stats.passes - 1] == ("total", 4 + 3 * 2)  # (H-1)(s+1) + W, 4x4
+    assert adaptive.stats.passes > 4 + 3 * 2  # some drafts were rejected ...
+    assert bars[-1].total == adaptive.stats.passes == updates[-adaptive.stats.passes:].count(1)  # ... the bar grew
 
     def stop(pipe, step, timestep, kwargs):
         if step == 2:

@@ -8,7 +8,7 @@
 from .config import MODES, ZipARConfig
 from .layout import TokenLayout
 from .sampler import DecodeStats, DecodingCancelled, ZipARResult, generate
-from .schedule import count_passes
+from .schedule import count_passes, expected_passes
 
 __all__ = ["MODES", "DecodeStats", "DecodingCancelled", "TokenLayout", "ZipARConfig", "ZipARResult",
-           "count_passes", "generate"]
+           "count_passes", "expected_passes", "generate"]

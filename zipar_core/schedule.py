@@ -143,3 +143,12 @@ def count_passes(layout: TokenLayout, config: ZipARConfig) -> int:
         s.commit(s.plan())
         passes += 1
     return passes
+
+
+def expected_passes(layout: TokenLayout, config: ZipARConfig) -> int:
+    """The pass count a progress bar should expect: exact for ntp and fixed; for adaptive the count when
+    every draft is accepted (each row then trails by s_min + 1 tokens), a lower bound the run may exceed."""
+    if config.mode != "adaptive":
+        return count_passes(layout, config)
+    window = min(config.window + 1, layout.cols)
+    return count_passes(layout, ZipARConfig(mode="fixed", window=window, paper_first_row=config.paper_first_row))
