@@ -10,6 +10,7 @@ that our NTP must not be slower than.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import statistics
 import time
@@ -97,6 +98,8 @@ def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, pla
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
+            else:
+                _reset_host_peak()
             t = time.perf_counter()
             model_seconds, _, _ = fn()
             if cuda:
@@ -104,10 +107,27 @@ def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, pla
             rows[name].seconds.append((time.perf_counter() - t) / B)
             if model_seconds is not None:
                 rows[name].model_seconds.append(model_seconds / B)
-            rows[name].peak_memory_mb = (torch.cuda.max_memory_allocated() if cuda else
-                                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+            rows[name].peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else _host_peak_mb()
     base = rows[next(iter(configs))]
     return [rows[name].summary(base) for name in runners]
+
+
+def _reset_host_peak() -> None:
+    """Linux resets the process's peak resident size (VmHWM) when 5 is written to clear_refs, so each
+    configuration reports its own peak instead of the whole process's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # elsewhere the peak is the process's so far
+
+
+def _host_peak_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+    except (OSError, AttributeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _zipar_run(model, cond, cfg, seed, **generate_options):
@@ -136,6 +156,27 @@ def format_table(title: str, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_summary(cases: list[dict]) -> str:
+    """One line per benchmarked case: NTP against the plain loop, window 8 and the adaptive window."""
+    lines = ["| case | NTP s/image | plain loop | fixed s=8: passes, s/image, speed-up, efficiency "
+             "| adaptive: passes, s/image, speed-up | sampler share (max) |",
+             "|---|---:|---:|---|---|---:|"]
+    for case in cases:
+        rows = {r["name"]: r for r in case["results"]}
+        plain, s8 = rows.get("plain KV-cached loop"), rows.get("fixed s=8")
+        adaptive = next((r for name, r in rows.items() if name.startswith("adaptive")), None)
+        overhead = max(r["sampler_overhead"] for r in case["results"] if r["sampler_overhead"] is not None)
+        cells = [case["title"], f"{rows['ntp']['sec_per_image_median']:.2f}",
+                 f"{plain['sec_per_image_median']:.2f}" if plain else "",
+                 f"{s8['passes']}, {s8['sec_per_image_median']:.2f}, {s8['latency_ratio']:.2f}x, {s8['efficiency']:.2f}"
+                 if s8 else "",
+                 f"{adaptive['name'].split()[-1]}: {adaptive['passes']}, {adaptive['sec_per_image_median']:.2f}, "
+                 f"{adaptive['latency_ratio']:.2f}x" if adaptive else "",
+                 f"{overhead:.0%}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="NTP vs ZipAR on one model in one process: passes, seconds, efficiency")
     p.add_argument("--preset", default="GPT-B", help="LlamaGen size with random weights: tiny, GPT-B, GPT-L, ...")
@@ -145,8 +186,10 @@ def add_parser(sub) -> None:
     p.add_argument("--adaptive", type=int, nargs="*", default=[8])
     p.add_argument("--guidance-scale", type=float, default=2.0)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps")
+    p.add_argument("--cuda-graphs", action="store_true", help="on CUDA: one CUDA graph per number of rows in flight")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=_cli)
 
@@ -159,7 +202,7 @@ def _cli(args) -> None:
     cond = model.prepare(class_labels=[i % model.config.num_classes for i in range(args.batch_size)],
                          rows=args.grid, cols=args.grid, guidance_scale=args.guidance_scale)
     configs = default_configs(args.grid, args.windows, args.adaptive, guidance_scale=args.guidance_scale)
-    results = run_configs(model, cond, configs, args.reps)
+    results = run_configs(model, cond, configs, args.reps, compile=args.compile, cuda_graphs=args.cuda_graphs)
     title = (f"LlamaGen {args.preset} (random weights), {args.grid}x{args.grid}, batch {args.batch_size}, "
              f"guidance {args.guidance_scale}, {args.device} {args.dtype}, {torch.get_num_threads()} threads")
     print(format_table(title, results))

@@ -19,7 +19,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # tiny transformers builders live with the tests
 
-from zipar.bench import default_configs, format_table, run_configs  # noqa: E402
+from zipar.bench import default_configs, format_summary, format_table, run_configs  # noqa: E402
 from zipar.demo import random_llamagen  # noqa: E402
 
 SMALL_TEXT = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
@@ -54,14 +54,16 @@ def transformers_case(family, grid, batch, device, dtype):
         from zipar.zipar_core.models.lumina import LuminaAdapter
 
         m, tok = tiny_chameleon(codebook=1024, max_positions=4096, text_size=SMALL_TEXT)
-        model = LuminaAdapter(m.to(device, dtype), tok)
+        model = LuminaAdapter(m.to(device, dtype), tok, target_size=None)  # any size: speed only
         cond = model.prepare(prompts=prompts, height=grid * 16, width=grid * 16, guidance_scale=3.0)
     return f"{family} (hidden 512, 8 layers), {grid}x{grid}, batch {batch}", model, cond
 
 
 SUITES = {
-    "cpu": [("llamagen", "GPT-B", 24, 1), ("llamagen", "GPT-B", 16, 8),
-            ("transformers", "janus", 16, 1), ("transformers", "emu3", 16, 1), ("transformers", "lumina", 16, 1)],
+    # what README's CPU matrix was measured with (2 cores: GPT-B at 24x24 is README's `zipar bench` table)
+    "cpu": [("transformers", f, 16, 1) for f in ("janus", "emu3", "lumina")]
+    + [("llamagen", "GPT-B", 16, 1), ("llamagen", "GPT-B", 16, 8), ("llamagen", "GPT-L", 16, 1),
+       ("llamagen", "GPT-B", 32, 1)],
     "full": [("llamagen", p, g, b) for p in ("GPT-B", "GPT-L") for g in (16, 24, 32) for b in (1, 8)]
     + [("transformers", f, 24, b) for f in ("janus", "emu3", "lumina") for b in (1, 8)],
 }
@@ -76,7 +78,16 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps")
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs per number of rows in flight")
     p.add_argument("--json", default="benchmark_results.json")
+    p.add_argument("--summarize", metavar="JSON", help="print the tables of an earlier run's JSON and exit")
     args = p.parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as f:
+            done = json.load(f)
+        print(f"machine: {done['machine']}; torch {done['torch']}; {done['dtype']}\n")
+        for case in done["cases"]:
+            print(format_table(case["title"], case["results"]) + "\n")
+        print(format_summary(done["cases"]))
+        return
     torch.set_grad_enabled(False)  # a command-line process: inference only
     dtype = getattr(torch, args.dtype)
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
@@ -96,6 +107,7 @@ def main(argv=None):
         out["cases"].append({"title": title, "results": results})
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
+    print(format_summary(out["cases"]))
 
 
 if __name__ == "__main__":
