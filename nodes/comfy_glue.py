@@ -20,9 +20,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..zipar_core.model_files import CHECKPOINT_SUFFIXES, is_checkpoint, is_vq_checkpoint, llamagen_parts
+
 FOLDER = "zipar"  # models/zipar
 ENV_MODELS_DIR = "ZIPAR_MODELS_DIR"
-WEIGHT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _MAX_DEPTH = 3  # how deep model entries are looked for below a model folder
 
 
@@ -69,7 +70,7 @@ def register_model_folder() -> None:
         fp.add_model_folder_path(FOLDER, default)
     exts = fp.folder_names_and_paths[FOLDER][1]
     if isinstance(exts, set):
-        exts.update(WEIGHT_EXTENSIONS)
+        exts.update(CHECKPOINT_SUFFIXES)
 
 
 def model_folders() -> list[str]:
@@ -81,24 +82,16 @@ def model_folders() -> list[str]:
     return [p for p in env.split(os.pathsep) if p]
 
 
-def _is_aux_file(name: str) -> bool:
-    """A file that belongs to a model but is not one: LlamaGen's VQ tokenizer (name contains 'vq'), found by
-    the loader next to its GPT checkpoint."""
-    return "vq" in name.lower()
-
-
 def _is_model_dir(path: str) -> bool:
     """A folder that is one model: a transformers folder (config.json), or a LlamaGen folder with exactly
-    one GPT checkpoint (plus its VQ tokenizer and, for text-to-image, a FLAN-T5 subfolder)."""
+    one GPT checkpoint and its VQ tokenizer (and, for text-to-image, a FLAN-T5 subfolder)."""
     try:
-        names = os.listdir(path)
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return True
+        gpt, vq, _ = llamagen_parts(path)
     except OSError:
         return False
-    if "config.json" in names:
-        return True
-    weights = [n for n in names if n.lower().endswith(WEIGHT_EXTENSIONS) and os.path.isfile(os.path.join(path, n))]
-    gpt = [n for n in weights if not _is_aux_file(n)]
-    return len(gpt) == 1 and len(weights) - len(gpt) == 1
+    return len(gpt) == 1 and len(vq) == 1
 
 
 def list_model_entries() -> list[str]:
@@ -128,7 +121,7 @@ def _scan(base: str, rel: str, depth: int, out: set) -> None:
                 out.add(name)
             elif depth + 1 < _MAX_DEPTH:
                 _scan(base, name, depth + 1, out)
-        elif item.name.lower().endswith(WEIGHT_EXTENSIONS) and not _is_aux_file(item.name):
+        elif is_checkpoint(item.name) and not is_vq_checkpoint(item.name):  # a VQ is found beside its GPT
             out.add(name)
 
 

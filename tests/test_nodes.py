@@ -280,6 +280,22 @@ def test_model_entries_and_safe_resolution(tmp_path, monkeypatch):
         ZipARModelLoader().load("../secret.pt", "auto")
 
 
+def test_listing_and_loading_agree_on_file_names(tmp_path, monkeypatch):
+    """The node's folder listing and the loader's file finding use one set of naming rules (model_files):
+    upper-case suffixes count, a VQ file is found beside its GPT and never offered alone."""
+    from zipar.zipar_core.models import find_llamagen_files
+
+    monkeypatch.setenv(glue.ENV_MODELS_DIR, str(tmp_path))
+    one = tmp_path / "LlamaGen-B"
+    one.mkdir()
+    for name in ("C2I_B_256.PT", "VQ_DS16_C2I.Safetensors", "readme.md"):
+        (one / name).write_bytes(b"x")
+    (tmp_path / "VQ_only.pth").write_bytes(b"x")
+    assert glue.list_model_entries() == ["LlamaGen-B"]
+    gpt, vq, t5 = find_llamagen_files(str(one))
+    assert (os.path.basename(gpt), os.path.basename(vq), t5) == ("C2I_B_256.PT", "VQ_DS16_C2I.Safetensors", None)
+
+
 def test_unknown_family_file_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv(glue.ENV_MODELS_DIR, str(tmp_path))
     torch.save({"model": {"encoder.weight": torch.zeros(2, 2)}}, tmp_path / "mystery.pt")

@@ -4,11 +4,24 @@
 >>> result = generate(adapter, adapter.prepare(class_labels=[207], rows=24, cols=24, guidance_scale=2.0),
 ...                   ZipARConfig(mode="fixed", window=8, guidance_scale=2.0))
 >>> result.codes.shape, result.stats.passes
-"""
-from .config import MODES, ZipARConfig
-from .layout import TokenLayout
-from .sampler import DecodeStats, DecodingCancelled, ZipARResult, generate
-from .schedule import count_passes, expected_passes
 
-__all__ = ["MODES", "DecodeStats", "DecodingCancelled", "TokenLayout", "ZipARConfig", "ZipARResult",
-           "count_passes", "expected_passes", "generate"]
+Names are imported on first use, so torch-free parts (``model_files``) can be imported without torch.
+"""
+from importlib import import_module
+
+_EXPORTS = {"MODES": "config", "ZipARConfig": "config", "TokenLayout": "layout", "DecodeStats": "sampler",
+            "DecodingCancelled": "sampler", "ZipARResult": "sampler", "generate": "sampler",
+            "count_passes": "schedule", "expected_passes": "schedule"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+from ..model_files import CHECKPOINT_SUFFIXES, is_vq_checkpoint, llamagen_parts  # noqa: F401  (re-exported)
 
 
 def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device=None,
@@ -39,15 +39,11 @@ def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None
 
 def find_llamagen_files(folder: str) -> tuple[str, str | None, str | None]:
     """(gpt, vq, t5 folder) inside a LlamaGen model folder, chosen by name; errors list what was found."""
-    entries = sorted(os.listdir(folder))
-    files = [e for e in entries if e.endswith(CHECKPOINT_SUFFIXES) and os.path.isfile(os.path.join(folder, e))]
-    vq = [f for f in files if "vq" in f.lower()]
-    gpt = [f for f in files if f not in vq]
-    t5 = [e for e in entries if "t5" in e.lower() and os.path.isdir(os.path.join(folder, e))]
+    gpt, vq, t5 = llamagen_parts(folder)
     if len(gpt) != 1 or len(vq) > 1:
         raise ValueError(
             f"{folder} is neither a transformers model folder (no config.json) nor a LlamaGen folder with one "
-            f"GPT checkpoint and one VQ checkpoint (name containing 'vq'): found {files or 'no checkpoint files'}")
+            f"GPT checkpoint and one VQ checkpoint (name containing 'vq'): found {gpt + vq or 'no checkpoint files'}")
     join = lambda names: os.path.join(folder, names[0]) if names else None  # noqa: E731
     return join(gpt), join(vq), join(t5)
 
@@ -57,7 +53,7 @@ def _load_llamagen(gpt_path, vq_path, t5_path, torch_dtype, device, **kwargs):
 
     if vq_path is None:
         folder = os.path.dirname(os.path.abspath(gpt_path))
-        beside = [f for f in sorted(os.listdir(folder)) if "vq" in f.lower() and f.endswith(CHECKPOINT_SUFFIXES)]
+        beside = [f for f in sorted(os.listdir(folder)) if is_vq_checkpoint(f)]
         vq_path = os.path.join(folder, beside[0]) if len(beside) == 1 else None
     if vq_path is None:
         raise ValueError(f"no VQ tokenizer for {gpt_path}: pass vq_path= or put one VQ checkpoint "

@@ -1,0 +1,30 @@
+"""Which files of a model folder are what, by name. No torch import: ComfyUI's loader lists its model
+folders with these rules, and the loaders in ``models`` find a model's parts with the same ones.
+
+LlamaGen ships a GPT checkpoint and a VQ tokenizer checkpoint (its name contains "vq") side by side and,
+for text-to-image, a FLAN-T5 folder (its name contains "t5").
+"""
+from __future__ import annotations
+
+import os
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def is_checkpoint(name: str) -> bool:
+    return name.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def is_vq_checkpoint(name: str) -> bool:
+    """LlamaGen's VQ tokenizer: found by the loaders beside its GPT checkpoint, never a model by itself."""
+    return is_checkpoint(name) and "vq" in name.lower()
+
+
+def llamagen_parts(folder: str) -> tuple[list[str], list[str], list[str]]:
+    """Names directly inside ``folder``, sorted: (GPT checkpoints, VQ checkpoints, T5 folders)."""
+    entries = sorted(os.listdir(folder))
+    files = [e for e in entries if is_checkpoint(e) and os.path.isfile(os.path.join(folder, e))]
+    vq = [f for f in files if is_vq_checkpoint(f)]
+    gpt = [f for f in files if f not in vq]
+    t5 = [e for e in entries if "t5" in e.lower() and os.path.isdir(os.path.join(folder, e))]
+    return gpt, vq, t5
