@@ -64,6 +64,8 @@ SUITES = {
     "cpu": [("transformers", f, 16, 1) for f in ("janus", "emu3", "lumina")]
     + [("llamagen", "GPT-B", 16, 1), ("llamagen", "GPT-B", 16, 8), ("llamagen", "GPT-L", 16, 1),
        ("llamagen", "GPT-B", 32, 1)],
+    # the 24x24 cases the 2-core CPU can afford in half an hour (window 8 and adaptive only)
+    "cpu-24": [("llamagen", "GPT-L", 24, 1), ("llamagen", "GPT-B", 24, 8)],
     "full": [("llamagen", p, g, b) for p in ("GPT-B", "GPT-L") for g in (16, 24, 32) for b in (1, 8)]
     + [("transformers", f, 24, b) for f in ("janus", "emu3", "lumina") for b in (1, 8)],
 }
@@ -73,6 +75,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), default="cpu")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--windows", type=int, nargs="*", help="fixed windows (default: 4 8 12 16; 4 8 for transformers)")
+    p.add_argument("--adaptive", type=int, nargs="*", help="adaptive s_min (default: 8; 4 for transformers)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps")
@@ -100,8 +104,9 @@ def main(argv=None):
         sampling = dict(guidance_scale=cond.extras.get("guidance_scale", 2.0) if cond.guidance else 1.0)
         if kind == "transformers":
             sampling["guidance_scale"] = {"janus": 5.0, "emu3": 3.0, "lumina": 3.0}[name]
-        windows = (4, 8) if kind == "transformers" else (4, 8, 12, 16)
-        configs = default_configs(grid, windows, (4,) if kind == "transformers" else (8,), **sampling)
+        windows = args.windows if args.windows is not None else (4, 8) if kind == "transformers" else (4, 8, 12, 16)
+        adaptive = args.adaptive if args.adaptive is not None else (4,) if kind == "transformers" else (8,)
+        configs = default_configs(grid, windows, adaptive, **sampling)
         results = run_configs(model, cond, configs, args.reps, compile=args.compile, cuda_graphs=args.cuda_graphs)
         print(format_table(title, results) + "\n", flush=True)
         out["cases"].append({"title": title, "results": results})
