@@ -78,8 +78,9 @@ def plain_raster_loop(model, cond, config: ZipARConfig, generator=None) -> tuple
 
 
 def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, plain: bool = True,
-                seed: int = 0, **generate_options) -> list[dict]:
-    """Warm up every configuration, then run all of them ``reps`` times, interleaved."""
+                seed: int = 0, alternate: bool = False, **generate_options) -> list[dict]:
+    """Warm up every configuration, then run all of them ``reps`` times, interleaved; ``alternate``
+    reverses the order every other repetition, so no configuration always runs right after another."""
     B = cond.batch_size
     cuda = model.device.type == "cuda"
     runners = {}
@@ -93,8 +94,9 @@ def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, pla
     for name, fn in runners.items():  # warm-up
         _, _, passes = fn()
         rows[name] = BenchRow(name, passes)
-    for _ in range(reps):
-        for name, fn in runners.items():
+    for rep in range(reps):
+        order = list(runners.items())
+        for name, fn in (order[::-1] if alternate and rep % 2 else order):
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()

@@ -6,14 +6,12 @@ runs first in each repetition (so neither profits from running right after the o
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from zipar.bench import plain_raster_loop
+from zipar.bench import run_configs
 from zipar.demo import random_llamagen
-from zipar.zipar_core import ZipARConfig, generate
+from zipar.zipar_core import ZipARConfig
 
 
 def main(argv=None):
@@ -29,24 +27,14 @@ def main(argv=None):
     B = args.batch_size
     cond = model.prepare(class_labels=list(range(B)), rows=args.grid, cols=args.grid,
                          guidance_scale=args.guidance_scale)
-    config = ZipARConfig(mode="ntp", guidance_scale=args.guidance_scale)
-    runs = {"plain KV-cached loop": lambda: plain_raster_loop(model, cond, config, torch.Generator().manual_seed(0)),
-            "ntp (ZipAR sampler)": lambda: generate(model, cond, config,
-                                                    generator=[torch.Generator().manual_seed(i) for i in range(B)])}
-    seconds = {name: [] for name in runs}
-    for fn in runs.values():
-        fn()  # warm-up
-    for rep in range(args.reps):
-        for name in (list(runs) if rep % 2 == 0 else list(runs)[::-1]):
-            t = time.perf_counter()
-            runs[name]()
-            seconds[name].append(time.perf_counter() - t)
+    ntp = ZipARConfig(mode="ntp", guidance_scale=args.guidance_scale)
+    results = run_configs(model, cond, {"ntp (ZipAR sampler)": ntp}, args.reps, alternate=True)
     print(f"{args.preset}, {args.grid}x{args.grid}, batch {B}, guidance {args.guidance_scale}, "
           f"{torch.get_num_threads()} threads; seconds per batch over {args.reps} alternating repetitions")
-    for name, s in seconds.items():
-        print(f"{name:22s} median {statistics.median(s):7.3f}  min {min(s):7.3f}  max {max(s):7.3f}")
-    ratio = statistics.median(seconds["ntp (ZipAR sampler)"]) / statistics.median(seconds["plain KV-cached loop"])
-    print(f"ntp / plain: {ratio:.3f}")
+    for r in results:  # run_configs reports seconds per image
+        print(f"{r['name']:22s} median {r['sec_per_image_median'] * B:7.3f}  min {r['sec_per_image_min'] * B:7.3f}  "
+              f"max {r['sec_per_image_max'] * B:7.3f}")
+    print(f"ntp / plain: {results[0]['latency_ratio']:.3f}")  # the plain row: NTP median / plain median
 
 
 if __name__ == "__main__":

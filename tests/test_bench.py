@@ -84,3 +84,19 @@ def test_matrix_script_summarizes_a_run(model, tmp_path):
                           str(path)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "**toy 4x6**" in run.stdout and "| toy 4x6 | " in run.stdout
+
+
+def test_alternate_reverses_the_order_every_other_repetition(model, monkeypatch):
+    import zipar.bench as bench
+
+    order = []
+    monkeypatch.setattr(bench, "plain_raster_loop", lambda *a, **k: (order.append("plain"), (None, 24))[1])
+    monkeypatch.setattr(bench, "_zipar_run", lambda m, c, cfg, *a, **k: (order.append(cfg.mode), (0.0, None, 24))[1])
+    cond = model.prepare([2], ROWS, COLS)
+    configs = {"ntp": ZipARConfig(mode="ntp"), "fixed s=2": ZipARConfig(window=2)}
+    run_configs(model, cond, configs, reps=3, alternate=True)
+    warmup, reps = order[:3], [order[3:6], order[6:9], order[9:]]
+    assert warmup == reps[0] == reps[2] == ["plain", "ntp", "fixed"] and reps[1] == ["fixed", "ntp", "plain"]
+    order.clear()
+    run_configs(model, cond, configs, reps=2)
+    assert order[3:6] == order[6:] == ["plain", "ntp", "fixed"]  # default: the same order every repetition

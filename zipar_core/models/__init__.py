@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from ..model_files import CHECKPOINT_SUFFIXES, is_vq_checkpoint, llamagen_parts  # noqa: F401  (re-exported)
+from ..model_files import CHECKPOINT_SUFFIXES, llamagen_parts  # noqa: F401  (CHECKPOINT_SUFFIXES re-exported)
 
 
 def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device=None,
@@ -53,7 +53,7 @@ def _load_llamagen(gpt_path, vq_path, t5_path, torch_dtype, device, **kwargs):
 
     if vq_path is None:
         folder = os.path.dirname(os.path.abspath(gpt_path))
-        beside = [f for f in sorted(os.listdir(folder)) if is_vq_checkpoint(f)]
+        beside = llamagen_parts(folder)[1]  # the VQ checkpoints beside the GPT file
         vq_path = os.path.join(folder, beside[0]) if len(beside) == 1 else None
     if vq_path is None:
         raise ValueError(f"no VQ tokenizer for {gpt_path}: pass vq_path= or put one VQ checkpoint "
