@@ -12,13 +12,15 @@ __version__ = "0.1.0"
 if __package__:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "__version__"]
+# The Python API, imported on first use (``from zipar import generate, ZipARConfig, load_model, ZipARPipeline``):
+# ComfyUI's start-up imports this file and must stay fast, and diffusers loads only for the pipeline.
+_LAZY = {"ZipARPipeline": ".pipelines", "ZipARPipelineOutput": ".pipelines", "ZipARConfig": ".zipar_core",
+         "generate": ".zipar_core", "load_model": ".zipar_core.models", "DecodingCancelled": ".zipar_core"}
 
-_LAZY = {"ZipARPipeline": ".pipelines", "ZipARPipelineOutput": ".pipelines"}
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "__version__", *_LAZY]
 
 
 def __getattr__(name):
-    # diffusers is imported on first use only: ComfyUI's start-up imports this file and must stay fast.
     if name in _LAZY:
         import importlib
 

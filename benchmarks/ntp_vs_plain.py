@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-
-from zipar.bench import run_configs
-from zipar.demo import random_llamagen
 from zipar.zipar_core import ZipARConfig
+from zipar.zipar_core.benchmark import run_configs
+from zipar.zipar_core.models import registry
 
 
 def main(argv=None):
@@ -20,16 +19,16 @@ def main(argv=None):
     p.add_argument("--grid", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--reps", type=int, default=6)
-    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's (LlamaGen c2i: 2.0)")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)  # a command-line process: inference only
-    model = random_llamagen(args.preset, args.grid)
+    model = registry.build_tiny("llamagen", preset=args.preset, grid=args.grid)
     B = args.batch_size
-    cond = model.prepare(class_labels=list(range(B)), rows=args.grid, cols=args.grid,
-                         guidance_scale=args.guidance_scale)
-    ntp = ZipARConfig(mode="ntp", guidance_scale=args.guidance_scale)
+    guidance = registry.resolve(model, guidance_scale=args.guidance_scale)["guidance_scale"]
+    cond = model.prepare(class_labels=list(range(B)), rows=args.grid, cols=args.grid, guidance_scale=guidance)
+    ntp = ZipARConfig(mode="ntp", guidance_scale=guidance)
     results = run_configs(model, cond, {"ntp (ZipAR sampler)": ntp}, args.reps, alternate=True)
-    print(f"{args.preset}, {args.grid}x{args.grid}, batch {B}, guidance {args.guidance_scale}, "
+    print(f"{args.preset}, {args.grid}x{args.grid}, batch {B}, guidance {guidance}, "
           f"{torch.get_num_threads()} threads; seconds per batch over {args.reps} alternating repetitions")
     for r in results:  # run_configs reports seconds per image
         print(f"{r['name']:22s} median {r['sec_per_image_median'] * B:7.3f}  min {r['sec_per_image_min'] * B:7.3f}  "

@@ -12,51 +12,37 @@ import argparse
 import json
 import os
 import platform
-import sys
 
 import torch
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # tiny transformers builders live with the tests
-
-from zipar.bench import default_configs, format_summary, format_table, run_configs  # noqa: E402
-from zipar.demo import random_llamagen  # noqa: E402
+from zipar.zipar_core.benchmark import default_configs, format_summary, format_table, run_configs
+from zipar.zipar_core.models import registry
 
 SMALL_TEXT = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
                   num_key_value_heads=8)
+# Each family's random model at a benchmark size (registry.build_tiny options) and the image size it decodes.
+SIZES = {
+    "janus": lambda grid: (dict(text_size=dict(SMALL_TEXT, max_position_embeddings=4096),
+                                vision_size={"image_size": grid * 16},
+                                vq_size={"projection_dim": 512, "image_token_embed_dim": 512}), {}),
+    "emu3": lambda grid: (dict(codebook=1024, max_positions=4096, text_size=SMALL_TEXT),
+                          {"height": grid * 8, "width": grid * 8}),
+    "lumina": lambda grid: (dict(codebook=1024, max_positions=4096, text_size=SMALL_TEXT),
+                            {"height": grid * 16, "width": grid * 16}),
+}
 
 
 def llamagen_case(preset, grid, batch, device, dtype):
-    model = random_llamagen(preset, grid, device)
+    model = registry.build_tiny("llamagen", preset=preset, grid=grid, device=device)
     model.gpt.to(dtype)
-    cond = model.prepare(class_labels=[i % 1000 for i in range(batch)], rows=grid, cols=grid, guidance_scale=2.0)
-    return f"LlamaGen {preset}, {grid}x{grid}, batch {batch}", model, cond
+    return f"LlamaGen {preset}, {grid}x{grid}, batch {batch}", model, {"class_labels": [i % 1000 for i in range(batch)],
+                                                                         "rows": grid, "cols": grid}
 
 
 def transformers_case(family, grid, batch, device, dtype):
-    from hf_tiny import tiny_chameleon, tiny_emu3, tiny_janus
-
-    prompts = ["a red cat on the mat"] * batch
-    if family == "janus":
-        from zipar.zipar_core.models.janus import JanusAdapter
-
-        m, tok = tiny_janus(text_size=dict(SMALL_TEXT, max_position_embeddings=4096), vision_size={"image_size": grid * 16},
-                            vq_size={"projection_dim": 512, "image_token_embed_dim": 512})
-        model = JanusAdapter(m.to(device, dtype), tok)
-        cond = model.prepare(prompts=prompts, guidance_scale=5.0)
-    elif family == "emu3":
-        from zipar.zipar_core.models.emu3 import Emu3Adapter
-
-        m, tok = tiny_emu3(codebook=1024, max_positions=4096, text_size=SMALL_TEXT)
-        model = Emu3Adapter(m.to(device, dtype), tok)
-        cond = model.prepare(prompts=prompts, height=grid * 8, width=grid * 8, guidance_scale=3.0)
-    else:
-        from zipar.zipar_core.models.lumina import LuminaAdapter
-
-        m, tok = tiny_chameleon(codebook=1024, max_positions=4096, text_size=SMALL_TEXT)
-        model = LuminaAdapter(m.to(device, dtype), tok, target_size=None)  # any size: speed only
-        cond = model.prepare(prompts=prompts, height=grid * 16, width=grid * 16, guidance_scale=3.0)
-    return f"{family} (hidden 512, 8 layers), {grid}x{grid}, batch {batch}", model, cond
+    options, size = SIZES[family](grid)
+    model = registry.build_tiny(family, device=device, dtype=dtype, **options)
+    return (f"{family} (hidden 512, 8 layers), {grid}x{grid}, batch {batch}", model,
+            {"prompt": ["a red cat on the mat"] * batch, **size})
 
 
 SUITES = {
@@ -100,10 +86,9 @@ def main(argv=None):
     out = {"machine": machine, "torch": torch.__version__, "dtype": args.dtype, "cases": []}
     for kind, name, grid, batch in SUITES[args.suite]:
         build = llamagen_case if kind == "llamagen" else transformers_case
-        title, model, cond = build(name, grid, batch, args.device, dtype)
-        sampling = dict(guidance_scale=cond.extras.get("guidance_scale", 2.0) if cond.guidance else 1.0)
-        if kind == "transformers":
-            sampling["guidance_scale"] = {"janus": 5.0, "emu3": 3.0, "lumina": 3.0}[name]
+        title, model, request = build(name, grid, batch, args.device, dtype)
+        sampling = {"guidance_scale": registry.defaults_for(model).guidance_scale}  # the family's default
+        cond = model.prepare(**request, **sampling)
         windows = args.windows if args.windows is not None else (4, 8) if kind == "transformers" else (4, 8, 12, 16)
         adaptive = args.adaptive if args.adaptive is not None else (4,) if kind == "transformers" else (8,)
         configs = default_configs(grid, windows, adaptive, **sampling)

@@ -18,6 +18,7 @@ class ZipARCodes:
     codes: Any  # torch.LongTensor (B, H, W)
     model: glue.ZipARModelHandle
     stats: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # the ZipARConfig used (model defaults filled in)
 
 
 def class_labels_from_prompt(prompt: str, num_classes: int | None, batch_size: int) -> list[int]:
@@ -62,16 +63,50 @@ def _ntp_passes(layout) -> int:
 
 
 def stats_text(config, layout, stats, ntp: int, note: str = "") -> str:
+    """What was decoded, with which values (after the model defaults were filled in), and what it saved."""
     what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode} window {config.window}"
     speedup = ntp / max(stats.passes, 1)
     head = f"ZipAR {what}: {stats.passes} forward passes for {stats.batch_size} image(s) of {layout.rows}x{layout.cols}"
     lines = [f"{head} tokens",
-             f"NTP needs {ntp}: {speedup:.2f}x fewer passes, {stats.tokens_per_pass:.2f} tokens/pass, {stats.seconds:.2f} s"]
+             f"NTP needs {ntp}: {speedup:.2f}x fewer passes, {stats.tokens_per_pass:.2f} tokens/pass, {stats.seconds:.2f} s",
+             f"used: mode {config.mode}, window {config.window}, guidance_scale {config.guidance_scale:g}, "
+             f"temperature {config.temperature:g}, top_k {config.top_k}, top_p {config.top_p:g}"]
     if stats.drafts_proposed:
         lines.append(f"adaptive row starts accepted: {stats.drafts_accepted}/{stats.drafts_proposed}")
     if note:
         lines.append(note)
     return "\n".join(lines)
+
+
+MODEL_DEFAULT = -1  # guidance_scale / top_k / window widgets: "the model's default" (registry)
+
+
+def _defaults_help(key: str) -> str:
+    """'LlamaGen 2.0, t2i 7.5, ...' for a tooltip: every family's (and variant's) registry default of ``key``."""
+    from ..zipar_core.models import registry
+
+    parts = []
+    for fam in registry.FAMILIES.values():
+        values = {"": getattr(fam.defaults, key), **{v: getattr(d, key) for v, d in fam.variants.items()}}
+        extra = ", ".join(f"{v} {x:g}" for v, x in values.items() if v and x != values[""])
+        parts.append(f"{fam.title} {values[''] :g}" + (f" ({extra})" if extra else ""))
+    return "; ".join(parts)
+
+
+def widget_name(setting: str) -> str:
+    """The widget a ZipAR setting is set with on this node (for error messages)."""
+    return {"class_labels": "prompt", "prompt": "prompt", "negative_prompt": "negative_prompt"}.get(setting, setting)
+
+
+def chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row) -> dict:
+    """Widget values -> ZipAR settings; the "model default" values (-1) become None, for the registry to fill."""
+    for name, value in (("guidance_scale", guidance_scale), ("top_k", top_k), ("window", window)):
+        if value < 0 and value != MODEL_DEFAULT:
+            raise ValueError(f"ZipAR Sampler: {name} {value} is not allowed; use {MODEL_DEFAULT} for the model's "
+                             f"default, or a value >= {0 if name != 'window' else 1}")
+    return {"mode": mode, "window": None if window <= 0 else int(window),
+            "guidance_scale": None if guidance_scale < 0 else float(guidance_scale), "temperature": float(temperature),
+            "top_k": None if top_k < 0 else int(top_k), "top_p": float(top_p), "paper_first_row": bool(paper_first_row)}
 
 
 class ZipARSampler:
@@ -96,17 +131,17 @@ class ZipARSampler:
                     "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                     "tooltip": "Random seed. Image i of a batch uses seed + i, so it matches a single run with "
                                "that seed."}),
-                "guidance": ("FLOAT", {
-                    "default": 4.0, "min": 0.0, "max": 30.0, "step": 0.05, "round": 0.01,
-                    "tooltip": "Classifier-free guidance scale; 1.0 turns it off (and halves the work). Typical: "
-                               "LlamaGen 2.0 (B/L) or 1.75 (XL/XXL), Janus-Pro 5, Emu3-Gen 3, Lumina-mGPT 3."}),
+                "guidance_scale": ("FLOAT", {
+                    "default": MODEL_DEFAULT, "min": MODEL_DEFAULT, "max": 30.0, "step": 0.05, "round": 0.01,
+                    "tooltip": "Classifier-free guidance scale; 1.0 turns it off (and halves the work). -1: the "
+                               f"model's default ({_defaults_help('guidance_scale')})."}),
                 "temperature": ("FLOAT", {
                     "default": 1.0, "min": 0.0, "max": 5.0, "step": 0.01, "round": 0.001,
                     "tooltip": "Sampling temperature; 0 always takes the most likely token (greedy)."}),
                 "top_k": ("INT", {
-                    "default": 0, "min": 0, "max": 1 << 20,
-                    "tooltip": "Sample only from the k most likely tokens; 0 = off. LlamaGen and Lumina-mGPT "
-                               "are usually run with 2000."}),
+                    "default": MODEL_DEFAULT, "min": MODEL_DEFAULT, "max": 1 << 20,
+                    "tooltip": "Sample only from the k most likely tokens; 0 = off. -1: the model's default "
+                               f"({_defaults_help('top_k')})."}),
                 "top_p": ("FLOAT", {
                     "default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
                     "tooltip": "Nucleus sampling: keep the most likely tokens up to this total probability; "
@@ -118,14 +153,15 @@ class ZipARSampler:
                                "context (paper eq. 2-3). ntp: plain raster order, one token per pass (the "
                                "baseline)."}),
                 "window": ("INT", {
-                    "default": 8, "min": 1, "max": 512,
+                    "default": MODEL_DEFAULT, "min": MODEL_DEFAULT, "max": 512,
                     "tooltip": "Tokens of the row above a token waits for (adaptive: the minimum). Smaller = "
-                               "fewer passes, larger = closer to raster order. Must not exceed the grid width "
-                               "in tokens (image width / 16 for most models). Ignored by ntp."}),
+                               "fewer passes, larger = closer to raster order; at most the grid width in tokens "
+                               "(image width / the model's pixels per token). -1: the model's default "
+                               f"({_defaults_help('window')}; never wider than the grid). Ignored by ntp."}),
                 "width": ("INT", {
                     "default": 0, "min": 0, "max": 4096, "step": 8,
                     "tooltip": "Image width in pixels; 0 = the model's trained size. Must be a multiple of the "
-                               "model's token size (16 px; 8 px for Emu3-Gen). Janus-Pro only makes 384 px."}),
+                               "model's token size. Janus-Pro only makes 384 px."}),
                 "height": ("INT", {
                     "default": 0, "min": 0, "max": 4096, "step": 8,
                     "tooltip": "Image height in pixels; 0 = the model's trained size (see width)."}),
@@ -144,44 +180,43 @@ class ZipARSampler:
     RETURN_TYPES = ("ZIPAR_CODES", "STRING")
     RETURN_NAMES = ("codes", "stats")
     OUTPUT_TOOLTIPS = ("VQ code grids; turn them into images with ZipAR VQ Decode.",
-                       "Forward passes used and the saving over plain next-token (raster) decoding.")
+                       "Forward passes used, the values used (model defaults filled in) and the saving over plain "
+                       "next-token (raster) decoding.")
     FUNCTION = "sample"
     CATEGORY = "ZipAR/sampling"
     DESCRIPTION = ("Autoregressive image generation with ZipAR parallel decoding: several rows of tokens per "
                    "forward pass, no retraining.")
     SEARCH_ALIASES = ("zipar", "autoregressive sampler", "llamagen", "janus", "emu3", "lumina")
 
-    def sample(self, model, prompt, negative_prompt, seed, guidance, temperature, top_k, top_p, mode, window,
+    def sample(self, model, prompt, negative_prompt, seed, guidance_scale, temperature, top_k, top_p, mode, window,
                width, height, batch_size, paper_first_row=False):
         import torch
 
         from ..zipar_core import ZipARConfig, expected_passes, generate
+        from ..zipar_core.errors import render
+        from ..zipar_core.models import registry
 
         adapter = model.load()
-        config = ZipARConfig(mode=mode, window=int(window), paper_first_row=bool(paper_first_row),
-                             guidance_scale=float(guidance), temperature=float(temperature), top_k=int(top_k),
-                             top_p=float(top_p))
-        h, w = (int(height) or None), (int(width) or None)
-        try:
-            _, cols = adapter.grid_for(h, w)
-        except ValueError as e:
-            raise ValueError(f"ZipAR Sampler: {e}. Change width/height (0 = the model's trained size "
-                             f"{_size_text(adapter)}).") from e
-        if mode != "ntp" and window > cols:
-            raise ValueError(f"ZipAR Sampler: window {window} is larger than the grid width ({cols} tokens for "
-                             f"{cols * adapter.downsample} px); set window to 1..{cols} ({cols} = raster order, "
-                             f"like mode ntp)")
-        note, kwargs = "", {}
+        chosen = chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row)
+        note, request = "", {"height": int(height) or None, "width": int(width) or None}
         if adapter.conditioning == "class":
-            kwargs["class_labels"] = class_labels_from_prompt(prompt, adapter.num_classes, batch_size)
+            request["class_labels"] = class_labels_from_prompt(prompt, adapter.num_classes, batch_size)
             if negative_prompt.strip():
                 note = "negative prompt ignored: class-conditional model"
         else:
-            kwargs["prompts"] = [prompt] * batch_size
+            request["prompt"] = [prompt] * batch_size
             if negative_prompt.strip():
-                kwargs["negative_prompts"] = [negative_prompt] * batch_size
+                request["negative_prompt"] = [negative_prompt] * batch_size
+        try:
+            checked = adapter.check(**request)
+            config = ZipARConfig(**registry.resolve(adapter, checked.cols, **chosen))
+            config.window_for(checked.cols)
+        except ValueError as e:
+            size = getattr(e, "name", None) in ("height", "width")
+            hint = f". Change width/height (0 = the model's trained size {_size_text(adapter)})" if size else ""
+            raise ValueError(f"ZipAR Sampler: {render(e, widget_name)}{hint}") from e
         with torch.no_grad():
-            cond = adapter.prepare(height=h, width=w, guidance_scale=config.guidance_scale, **kwargs)
+            cond = adapter.encode(checked, config.guidance_scale)
             layout = cond.layout
             dev = adapter.device
             gens = [torch.Generator(device=dev).manual_seed((int(seed) + i) % (MAX_SEED + 1))
@@ -190,7 +225,7 @@ class ZipARSampler:
             progress = glue.PassProgress(expected_passes(layout, config), preview)
             result = generate(adapter, cond, config, generator=gens, callback=progress)
             progress.finish()
-        codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict())
+        codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict(), config.to_dict())
         return codes, stats_text(config, layout, result.stats, _ntp_passes(layout), note)
 
 

@@ -5,10 +5,9 @@ on first use).
 """
 from .components import ChameleonVQGANModel, LlamaGenGPTModel, LlamaGenVQModel
 from .pipeline_output import ZipARPipelineOutput
-from .pipeline_zipar import DEFAULT_WINDOWS, ZipARPipeline
+from .pipeline_zipar import ZipARPipeline
 
 __all__ = [
-           "DEFAULT_WINDOWS",
            "ChameleonVQGANModel",
            "LlamaGenGPTModel",
            "LlamaGenVQModel",

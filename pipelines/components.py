@@ -47,18 +47,14 @@ class LlamaGenGPTModel(ModelMixin, ConfigMixin):
                  vocab_size: int = 16384, num_classes: int = 1000, class_dropout_prob: float = 0.1,
                  caption_dim: int = 2048, cls_token_num: int = 1, model_type: str = "c2i", multiple_of: int = 256,
                  ffn_dim_multiplier: float | None = None, ffn_hidden: int | None = None, norm_eps: float = 1e-5,
-                 rope_base: float = 10000.0, block_size: int = 256):
+                 rope_base: float = 10000.0, block_size: int = 256, variant: str = ""):
         super().__init__()
         self.model = LlamaGenTransformer(LlamaGenConfig(
             dim=dim, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, vocab_size=vocab_size,
             num_classes=num_classes, class_dropout_prob=class_dropout_prob, caption_dim=caption_dim,
             cls_token_num=cls_token_num, model_type=model_type, multiple_of=multiple_of,
             ffn_dim_multiplier=ffn_dim_multiplier, ffn_hidden=ffn_hidden, norm_eps=norm_eps, rope_base=rope_base,
-            block_size=block_size))
-
-    @classmethod
-    def from_transformer(cls, gpt: LlamaGenTransformer) -> LlamaGenGPTModel:
-        return _wrap(cls, gpt)
+            block_size=block_size, variant=variant))
 
     def forward(self, *args, **kwargs):
         """The uncached full pass of ``LlamaGenTransformer.forward`` (checking / training)."""
@@ -82,10 +78,6 @@ class LlamaGenVQModel(ModelMixin, ConfigMixin):
             ch=ch, ch_mult=tuple(ch_mult), decoder_ch_mult=tuple(decoder_ch_mult) if decoder_ch_mult else None,
             num_res_blocks=num_res_blocks, dropout=dropout))
 
-    @classmethod
-    def from_vq(cls, vq: VQModel) -> LlamaGenVQModel:
-        return _wrap(cls, vq)
-
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) long -> images (B, 3, 16h, 16w), about [-1, 1]."""
         return self.model.decode_codes(codes)
@@ -106,9 +98,22 @@ class ChameleonVQGANModel(ModelMixin, ConfigMixin):
             ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, attn_resolutions=list(attn_resolutions),
             attn_type=attn_type))
 
-    @classmethod
-    def from_decoder(cls, decoder: ChameleonVQGANDecoder) -> ChameleonVQGANModel:
-        return _wrap(cls, decoder)
-
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         return self.model(codes)
+
+
+# The wrapper of each plain torch module a family uses as a pipeline component (transformers models and
+# tokenizers are components as they are).
+WRAPPERS = {LlamaGenTransformer: LlamaGenGPTModel, VQModel: LlamaGenVQModel,
+            ChameleonVQGANDecoder: ChameleonVQGANModel}
+
+
+def wrap(module):
+    """An adapter's module -> the pipeline component that holds it (itself unless it is a plain module)."""
+    cls = WRAPPERS.get(type(module))
+    return _wrap(cls, module) if cls is not None else module
+
+
+def unwrap(component):
+    """A pipeline component -> the module an adapter computes with."""
+    return component.model if isinstance(component, tuple(WRAPPERS.values())) else component

@@ -10,11 +10,10 @@ import sys
 
 import pytest
 import torch
-from toy_model import ToyAR
-
-from zipar.bench import default_configs, format_summary, format_table, plain_raster_loop, run_configs
+from helpers import ToyAR
 from zipar.cli import main
 from zipar.zipar_core import ZipARConfig, count_passes, generate
+from zipar.zipar_core.benchmark import default_configs, format_summary, format_table, plain_raster_loop, run_configs
 
 ROWS, COLS = 4, 6
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +86,7 @@ def test_matrix_script_summarizes_a_run(model, tmp_path):
 
 
 def test_alternate_reverses_the_order_every_other_repetition(model, monkeypatch):
-    import zipar.bench as bench
+    import zipar.zipar_core.benchmark as bench
 
     order = []
     monkeypatch.setattr(bench, "plain_raster_loop", lambda *a, **k: (order.append("plain"), (None, 24))[1])

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import gen, quiet, tiny_llamagen
 from PIL import Image
-from test_pipeline import gen, quiet, tiny_llamagen
 from zipar import ZipARPipeline
 from zipar.cli import main
-from zipar.sampling_cli import image_path, parse_classes, shard
+from zipar.cli.sample import image_path, parse_classes, shard
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter
 
 CLASSES = "0-4"  # 5 classes x 2 images = 10 images of 64 x 64
@@ -41,7 +41,7 @@ def pipe(model_dir):
 
 def reference(pipe, label, seed):
     """What the set's image with this class and seed must be: one image, alone, generator seed."""
-    out = pipe(class_labels=[label], generator=gen(seed), window_size=2, guidance_scale=1.5, top_k=20, output_type="pil")
+    out = pipe(class_labels=[label], generator=gen(seed), window=2, guidance_scale=1.5, top_k=20, output_type="pil")
     return np.asarray(out.images[0])
 
 

@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from zipar.demo_model import GPT_WEIGHTS, VQ_WEIGHTS, WEIGHTS_DIR, load_demo_model
 from zipar.demo_model.classifier import WEIGHTS as CLASSIFIER_WEIGHTS
 from zipar.demo_model.classifier import classify, frechet_distance, load_classifier
@@ -13,7 +12,6 @@ from zipar.demo_model.dataset import CLASSES, IMAGE_SIZE, NUM_CLASSES, make_imag
 from zipar.zipar_core import ZipARConfig, generate
 from zipar.zipar_core.models import load_model
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter, load_llamagen
-
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,6 @@ def test_ntp_samples_are_recognisable(model, classifier):
 def test_safetensors_metadata_tells_the_loader_what_shapes_cannot(tmp_path):
     """n_head / image_size / pixels_per_token from a GPT file's metadata; arguments win over it."""
     from safetensors.torch import save_file
-
     from zipar.zipar_core.models.llamagen import LlamaGenConfig, LlamaGenTransformer, load_llamagen_gpt
 
     gpt = LlamaGenTransformer(LlamaGenConfig(dim=64, n_layer=2, n_head=2, vocab_size=32, num_classes=3,

@@ -1,10 +1,10 @@
 """Emu3-Gen adapter on a tiny random Emu3ForConditionalGeneration (64 visual tokens, 8 px per token)."""
 import pytest
 import torch
-from hf_tiny import tiny_emu3
 from zipar.zipar_core.config import ZipARConfig
+from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.emu3 import Emu3Adapter, calculate_generate_size
-from zipar.zipar_core.models.hf_common import detect_family, load_adapter
+from zipar.zipar_core.models.tiny import tiny_emu3
 from zipar.zipar_core.sampler import generate
 from zipar.zipar_core.schedule import count_passes
 
@@ -40,7 +40,7 @@ def _hf_generate(adapter, cond, scale):
 
 @pytest.mark.parametrize("scale, negative", [(1.0, None), (3.0, None), (3.0, "lowres bad")])
 def test_ntp_greedy_equals_transformers_generate(emu3, scale, negative):
-    cond = emu3.prepare(prompts="a cat on the mat", negative_prompts=negative, height=32, width=40, guidance_scale=scale)
+    cond = emu3.prepare(prompt="a cat on the mat", negative_prompt=negative, height=32, width=40, guidance_scale=scale)
     assert (cond.layout.rows, cond.layout.cols, cond.layout.eol) == (4, 5, True)
     ours = generate(emu3, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale))
     ref = _hf_generate(emu3, cond, scale)
@@ -51,7 +51,7 @@ def test_ntp_greedy_equals_transformers_generate(emu3, scale, negative):
 
 
 def test_prompt_layout(emu3):
-    cond = emu3.prepare(prompts="a cat", height=24, width=40, guidance_scale=2.0)
+    cond = emu3.prepare(prompt="a cat", height=24, width=40, guidance_scale=2.0)
     tok = emu3.tokenizer
     assert tok.decode(cond.payload["ids"][0]).replace(" ", "") == "<|extra_203|>acat<|imagestart|>3*5<|imagetoken|>"
     uncond = cond.payload["ids"][1][cond.prefix_valid[1]]
@@ -68,19 +68,19 @@ def test_grid_from_ratio_and_area(emu3):
     except (ImportError, AttributeError, TypeError):  # the processor class needs PIL; the formula is checked against fixed values then
         ref = (78, 104)
     assert calculate_generate_size("4:3", 518400, 8) == ref
-    cond = emu3.prepare(prompts="a cat", ratio="2:1", image_area=32 * 64, guidance_scale=1.0)
+    cond = emu3.prepare(prompt="a cat", ratio="2:1", image_area=32 * 64, guidance_scale=1.0)
     assert (cond.layout.rows, cond.layout.cols) == (4, 8)
 
 
 def test_modes_batched_with_guidance_and_negative(emu3):
     prompts = ["a cat on the mat", "a dog"]
-    cond = emu3.prepare(prompts=prompts, negative_prompts="lowres", height=32, width=40, guidance_scale=3.0)
+    cond = emu3.prepare(prompt=prompts, negative_prompt="lowres", height=32, width=40, guidance_scale=3.0)
     assert cond.num_rows == 4 and not cond.prefix_valid.all()
     cfg = ZipARConfig(mode="ntp", temperature=0, guidance_scale=3.0)
     ntp = generate(emu3, cond, cfg)
     full = generate(emu3, cond, ZipARConfig(mode="fixed", window=5, temperature=0, guidance_scale=3.0))
     assert full.codes.tolist() == ntp.codes.tolist()
-    alone = generate(emu3, emu3.prepare(prompts=prompts[1], negative_prompts="lowres", height=32, width=40,
+    alone = generate(emu3, emu3.prepare(prompt=prompts[1], negative_prompt="lowres", height=32, width=40,
                                         guidance_scale=3.0), cfg)
     assert alone.codes[0].tolist() == ntp.codes[1].tolist()
 
@@ -103,22 +103,22 @@ def test_decode_frame_zero(emu3):
 
 def test_errors(emu3):
     with pytest.raises(ValueError, match="multiples of 8"):
-        emu3.prepare(prompts="a cat", height=30, width=40)
+        emu3.prepare(prompt="a cat", height=30, width=40)
     with pytest.raises(ValueError, match="context"):
-        emu3.prepare(prompts="a cat", height=160, width=160)  # 20 x 21 slots > 256 positions
+        emu3.prepare(prompt="a cat", height=160, width=160)  # 20 x 21 slots > 256 positions
     with pytest.raises(ValueError, match="negative prompts"):
-        emu3.prepare(prompts=["a", "b"], negative_prompts=["x", "y", "z"], height=16, width=16)
+        emu3.prepare(prompt=["a", "b"], negative_prompt=["x", "y", "z"], height=16, width=16)
 
 
 def test_from_pretrained_folder(emu3, tmp_path):
     emu3.model.save_pretrained(tmp_path)
     emu3.tokenizer.save_pretrained(tmp_path)
-    assert detect_family(str(tmp_path)) == "emu3"
-    loaded = load_adapter(str(tmp_path), torch_dtype=torch.float32, device="cpu", attn_implementation="eager",
+    assert registry.detect(str(tmp_path)).name == "emu3"
+    loaded = load_model(str(tmp_path), torch_dtype=torch.float32, device="cpu", attn_implementation="eager",
                           tokenizer=emu3.tokenizer)
     assert isinstance(loaded, Emu3Adapter) and loaded.attn_implementation == "eager"
     assert not loaded.model.training
-    cond = emu3.prepare(prompts=["a cat on the mat", "a dog"], height=32, width=40, guidance_scale=2.0)
+    cond = emu3.prepare(prompt=["a cat on the mat", "a dog"], height=32, width=40, guidance_scale=2.0)
     cfg = ZipARConfig(mode="fixed", window=3, temperature=0, guidance_scale=2.0)
     assert generate(loaded, cond, cfg).codes.tolist() == generate(emu3, cond, cfg).codes.tolist()
 
@@ -128,7 +128,7 @@ def test_bfloat16_runs(attn):
     model, tok = tiny_emu3(attn=attn)
     adapter = Emu3Adapter(model.to(torch.bfloat16), tok)
     assert adapter.dtype == torch.bfloat16
-    cond = adapter.prepare(prompts=["a cat", "a dog on the mat"], height=16, width=24, guidance_scale=3.0)
+    cond = adapter.prepare(prompt=["a cat", "a dog on the mat"], height=16, width=24, guidance_scale=3.0)
     out = generate(adapter, cond, ZipARConfig(mode="fixed", window=2, guidance_scale=3.0),
                    generator=torch.Generator().manual_seed(0))
     assert out.codes.shape == (2, 2, 3) and out.codes.min() >= 0 and out.codes.max() < 64

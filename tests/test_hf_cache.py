@@ -6,8 +6,9 @@ import torch
 from transformers import LlamaConfig, LlamaModel
 from transformers.cache_utils import Cache
 from zipar.zipar_core.cache import SlotKVCache
+from zipar.zipar_core.models import registry
 from zipar.zipar_core.models.hf_cache import HFSlotCache
-from zipar.zipar_core.models.hf_common import attention_mask_4d, check_attention, detect_family, left_pad, positions_for
+from zipar.zipar_core.models.hf_common import attention_mask_4d, check_attention, left_pad, positions_for
 
 
 def tiny_llama(attn="sdpa"):
@@ -100,9 +101,9 @@ def test_left_padding_positions():
 def test_family_detection(tmp_path):
     for model_type, family in [("janus", "janus"), ("emu3", "emu3"), ("chameleon", "lumina")]:
         (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
-        assert detect_family(str(tmp_path)) == family
+        assert registry.detect(str(tmp_path)).name == family
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ValueError, match="unsupported model type 'llama'.*chameleon, emu3, janus"):
-        detect_family(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        detect_family(str(tmp_path / "sub")) if (tmp_path / "sub").mkdir() is None else None
+    with pytest.raises(ValueError, match="unsupported model type 'llama'.*janus.*emu3.*chameleon"):
+        registry.detect(str(tmp_path))
+    (tmp_path / "sub").mkdir()  # no config.json: a folder of LlamaGen checkpoint files
+    assert registry.detect(str(tmp_path / "sub")).name == "llamagen"

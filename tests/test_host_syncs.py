@@ -10,16 +10,14 @@ that verifies a draft (the accept decision steers the schedule), and nothing els
 """
 import pytest
 import torch
-from hf_tiny import tiny_chameleon, tiny_emu3, tiny_janus
-from test_llamagen_model import T2I_PREFIX, caption_batch, tiny_gpt, tiny_vq
-from toy_model import ToyAR
+from helpers import T2I_PREFIX, ToyAR, caption_batch, tiny_gpt, tiny_vq
 from torch.utils._python_dispatch import TorchDispatchMode
-
 from zipar.zipar_core import ZipARConfig, generate
 from zipar.zipar_core.models.emu3 import Emu3Adapter
 from zipar.zipar_core.models.janus import JanusAdapter
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter
 from zipar.zipar_core.models.lumina import LuminaAdapter
+from zipar.zipar_core.models.tiny import tiny_chameleon, tiny_emu3, tiny_janus
 
 aten = torch.ops.aten
 READ_BACK = {aten._local_scalar_dense.default}  # item(), bool(t), int(t), if t: ...
@@ -73,26 +71,26 @@ def _llamagen(kind):
     if kind == "c2i":
         return model, model.prepare(class_labels=[0, 1], rows=5, cols=6, guidance_scale=3.0)
     caps, mask = caption_batch(2, T2I_PREFIX, model.config.caption_dim)
-    return model, model.prepare(captions=caps, caption_mask=mask, rows=5, cols=6, guidance_scale=3.0)
+    return model, model.encode_captions(caps, caption_mask=mask, rows=5, cols=6, guidance_scale=3.0)
 
 
 def _janus():
     m, tok = tiny_janus()
     model = JanusAdapter(m, tok)
-    return model, model.prepare(prompts=["a cat", "a red dog on the mat"], guidance_scale=5.0)
+    return model, model.prepare(prompt=["a cat", "a red dog on the mat"], guidance_scale=5.0)
 
 
 def _emu3():
     m, tok = tiny_emu3()
     model = Emu3Adapter(m, tok)
-    return model, model.prepare(prompts=["a cat", "a red dog"], negative_prompts="blurry", height=32, width=40,
+    return model, model.prepare(prompt=["a cat", "a red dog"], negative_prompt="blurry", height=32, width=40,
                                 guidance_scale=3.0)
 
 
 def _lumina():
     m, tok = tiny_chameleon()
     model = LuminaAdapter(m, tok, target_size=None)
-    return model, model.prepare(prompts=["a cat", "a red dog"], height=64, width=64, guidance_scale=3.0)
+    return model, model.prepare(prompt=["a cat", "a red dog"], height=64, width=64, guidance_scale=3.0)
 
 
 MODELS = {"toy": lambda: _toy(False), "toy-eol": lambda: _toy(True), "llamagen-c2i": lambda: _llamagen("c2i"),

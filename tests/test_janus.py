@@ -1,10 +1,10 @@
 """Janus-Pro adapter on a tiny random JanusForConditionalGeneration (4 x 4 grid, 48 codes, 64 px)."""
 import pytest
 import torch
-from hf_tiny import tiny_janus
 from zipar.zipar_core.config import ZipARConfig
-from zipar.zipar_core.models.hf_common import detect_family, load_adapter
+from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.janus import JanusAdapter
+from zipar.zipar_core.models.tiny import tiny_janus
 from zipar.zipar_core.sampler import generate
 from zipar.zipar_core.schedule import count_passes
 
@@ -27,7 +27,7 @@ def _hf_generate(adapter, ids, scale):
 def test_ntp_greedy_equals_transformers_generate(janus, scale):
     # two prompts of equal token length: transformers' Janus generate ignores left padding in its positions
     prompts = ["a cat on the mat", "a red dog on blue"]
-    cond = janus.prepare(prompts=prompts, guidance_scale=scale)
+    cond = janus.prepare(prompt=prompts, guidance_scale=scale)
     assert cond.prefix_valid.all()
     ours = generate(janus, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale))
     ref = _hf_generate(janus, cond.payload["ids"][:2], scale)
@@ -37,7 +37,7 @@ def test_ntp_greedy_equals_transformers_generate(janus, scale):
 
 
 def test_prompt_template_and_unconditional_rows(janus):
-    cond = janus.prepare(prompts="a cat", guidance_scale=5.0)
+    cond = janus.prepare(prompt="a cat", guidance_scale=5.0)
     cond_ids, uncond_ids = cond.payload["ids"].tolist()
     text = janus.tokenizer.decode(cond_ids)
     assert text.startswith("<bos>") and text.endswith("<begin_of_image>") and "User" in text and "Assistant" in text
@@ -47,13 +47,13 @@ def test_prompt_template_and_unconditional_rows(janus):
 
 def test_full_window_equals_ntp_and_modes_run_batched(janus):
     prompts = ["a cat on the mat", "a dog"]  # different lengths: left padding in the batch
-    cond = janus.prepare(prompts=prompts, guidance_scale=2.0)
+    cond = janus.prepare(prompt=prompts, guidance_scale=2.0)
     assert not cond.prefix_valid.all()
     ntp = generate(janus, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=2.0))
     full = generate(janus, cond, ZipARConfig(mode="fixed", window=4, temperature=0, guidance_scale=2.0))
     assert full.codes.tolist() == ntp.codes.tolist()
     # a padded row computes what the same prompt computes alone
-    alone = generate(janus, janus.prepare(prompts=prompts[1], guidance_scale=2.0),
+    alone = generate(janus, janus.prepare(prompt=prompts[1], guidance_scale=2.0),
                      ZipARConfig(mode="ntp", temperature=0, guidance_scale=2.0))
     assert alone.codes[0].tolist() == ntp.codes[1].tolist()
 
@@ -78,9 +78,9 @@ def test_decode_size_and_range(janus):
 
 def test_errors(janus):
     with pytest.raises(ValueError, match="64x64 images only"):
-        janus.prepare(prompts="a cat", height=128, width=128)
+        janus.prepare(prompt="a cat", height=128, width=128)
     with pytest.raises(ValueError, match="context"):
-        janus.prepare(prompts=" ".join(["cat"] * 60))
+        janus.prepare(prompt=" ".join(["cat"] * 60))
     with pytest.raises(ValueError, match="4x4 code grids"):
         janus.decode(torch.zeros((1, 3, 3), dtype=torch.long))
     model, tok = tiny_janus()
@@ -93,7 +93,7 @@ def test_eager_attention_same_tokens(janus):
     model, tok = tiny_janus(attn="eager")
     eager = JanusAdapter(model, tok)
     assert eager.attn_implementation == "eager"
-    cond = janus.prepare(prompts=["a cat on the mat", "a dog"], guidance_scale=2.0)
+    cond = janus.prepare(prompt=["a cat on the mat", "a dog"], guidance_scale=2.0)
     cfg = ZipARConfig(mode="fixed", window=2, temperature=0, guidance_scale=2.0)
     assert generate(eager, cond, cfg).codes.tolist() == generate(janus, cond, cfg).codes.tolist()
 
@@ -101,10 +101,10 @@ def test_eager_attention_same_tokens(janus):
 def test_from_pretrained_folder(janus, tmp_path):
     janus.model.save_pretrained(tmp_path)
     janus.tokenizer.save_pretrained(tmp_path)
-    assert detect_family(str(tmp_path)) == "janus"
-    loaded = load_adapter(str(tmp_path), torch_dtype=torch.float32, device="cpu")
+    assert registry.detect(str(tmp_path)).name == "janus"
+    loaded = load_model(str(tmp_path), torch_dtype=torch.float32, device="cpu")
     assert isinstance(loaded, JanusAdapter) and loaded.attn_implementation == "sdpa"
-    cond = loaded.prepare(prompts="a cat on the mat", guidance_scale=3.0)
+    cond = loaded.prepare(prompt="a cat on the mat", guidance_scale=3.0)
     cfg = ZipARConfig(mode="ntp", temperature=0, guidance_scale=3.0)
     assert generate(loaded, cond, cfg).codes.tolist() == generate(janus, cond, cfg).codes.tolist()
     with pytest.raises(ValueError, match="flash-attention"):
@@ -127,7 +127,7 @@ def test_real_configs_layout(hidden, layers, heads):
     model.generation_config.generation_kwargs = {"boi_token_id": 100016}
     adapter = JanusAdapter(model)
     assert (adapter.rows, adapter.cols, adapter.factor, adapter.codebook_size) == (24, 24, 16, 16384)
-    cond = adapter.prepare_ids([[100000, 7, 8, 100016]], [[100000, 100015, 100015, 100016]])
+    cond = adapter.conditioning_from_ids([[100000, 7, 8, 100016]], [[100000, 100015, 100015, 100016]], *adapter.grid_for())
     assert cond.layout.num_slots == 4 + 576 and cond.extras == {"height": 384, "width": 384}
     cache = adapter.new_cache(cond, cond.layout.num_slots + 1)
     assert len(cache.keys) == layers and cache.keys[0].shape == (2, heads, 581, hidden // heads)

@@ -3,8 +3,8 @@ import argparse
 
 import pytest
 import torch
+from helpers import T2I_PREFIX, tiny_gpt, tiny_vq
 from safetensors.torch import save_file
-from test_llamagen_model import T2I_PREFIX, tiny_gpt, tiny_vq
 from zipar.zipar_core.checkpoints import CheckpointError, format_key_mismatch, load_state_dict
 from zipar.zipar_core.models.llamagen import (
     LlamaGenAdapter,

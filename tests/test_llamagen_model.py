@@ -7,37 +7,12 @@ import math
 
 import pytest
 import torch
+from helpers import T2I_PREFIX, caption_batch, tiny_gpt, tiny_vq
 from zipar.zipar_core.cache import visibility_mask
-from zipar.zipar_core.models.base import ZipARModel
-from zipar.zipar_core.models.llamagen import LlamaGenAdapter, LlamaGenConfig, LlamaGenTransformer, VQConfig, VQModel
+from zipar.zipar_core.models.llamagen import LlamaGenAdapter, LlamaGenConfig, LlamaGenTransformer
 from zipar.zipar_core.models.llamagen.gpt import PRESETS, rope_cos_sin
 from zipar.zipar_core.models.llamagen.t5 import left_pad
-
-T2I_PREFIX = 6  # tiny stand-in for the 120 caption tokens
-
-
-def tiny_config(model_type="c2i", block_size=36, **kw) -> LlamaGenConfig:
-    cfg = {"dim": 64, "n_layer": 2, "n_head": 4, "vocab_size": 96, "num_classes": 10, "caption_dim": 24, "multiple_of": 32,
-               "model_type": model_type, "block_size": block_size, "cls_token_num": 1 if model_type == "c2i" else T2I_PREFIX}
-    cfg.update(kw)
-    return LlamaGenConfig(**cfg)
-
-
-def tiny_gpt(model_type="c2i", seed=0, **kw) -> LlamaGenTransformer:
-    torch.manual_seed(seed)
-    model = LlamaGenTransformer(tiny_config(model_type, **kw))
-    with torch.no_grad():  # norms away from 1 so a wrong norm cannot hide
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-    return model.eval()
-
-
-def tiny_vq(seed=0) -> VQModel:
-    torch.manual_seed(seed)
-    return VQModel(VQConfig(codebook_size=96, codebook_embed_dim=8, z_channels=16, ch=32, ch_mult=(1, 2),
-                            num_res_blocks=1)).eval()
-
+from zipar.zipar_core.protocol import ZipARModel
 
 # ----------------------------------------------------------------------------------------------------
 # Independent reference
@@ -114,16 +89,6 @@ def full_visible(n, p, t, prefix_valid=None):
         vis[:, :, :p] &= prefix_valid[:, None, :]
         vis |= torch.eye(L, dtype=torch.bool)
     return vis
-
-
-def caption_batch(b, p, dim, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    caps = torch.randn(b, p, dim, generator=g)
-    mask = torch.ones(b, p, dtype=torch.bool)
-    mask[0, :2] = False  # left padding on the first caption
-    if b > 1:
-        mask[1, :4] = False
-    return caps * mask[..., None], mask
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -250,7 +215,7 @@ def test_cached_c2i_with_guidance_matches_reference(rows, cols):
 def test_cached_t2i_with_guidance_and_padding_matches_reference():
     ad = _adapter("t2i")
     caps, mask = caption_batch(2, T2I_PREFIX, 24)
-    cond = ad.prepare(captions=(caps, mask), rows=4, cols=5, guidance_scale=3.0)
+    cond = ad.encode_captions((caps, mask), rows=4, cols=5, guidance_scale=3.0)
     assert torch.equal(cond.prefix_valid, torch.cat([mask, mask]))
     codes = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(5))
     got = _raster_decode(ad, cond, codes)
@@ -306,7 +271,7 @@ def test_protocol_attributes_sizes_and_validation():
     with pytest.raises(ValueError, match=r"7x6.*6x6"):
         ad.prepare(class_labels=[0], rows=7, cols=6)
     with pytest.raises(ValueError, match="class-conditional"):
-        ad.prepare(prompts=["a cat"])
+        ad.prepare(prompt=["a cat"])
     with pytest.warns(UserWarning, match="longer than the trained"):
         ad.prepare(class_labels=[0], rows=3, cols=9)
     img = ad.decode(torch.randint(0, 96, (2, 3, 5)))
@@ -316,11 +281,11 @@ def test_protocol_attributes_sizes_and_validation():
     t2i = _adapter("t2i")
     assert (t2i.conditioning, t2i.num_classes) == ("text", None)
     with pytest.raises(ValueError, match=r"\(batch, 6, 24\)"):
-        t2i.prepare(captions=torch.zeros(1, 5, 24))
+        t2i.encode_captions(torch.zeros(1, 5, 24))
     with pytest.raises(ValueError, match="text-to-image"):
         t2i.prepare(class_labels=[1])
     with pytest.raises(ValueError, match="FLAN-T5"):
-        t2i.prepare(prompts="a cat")
+        t2i.prepare(prompt="a cat")
 
 
 def test_t2i_negative_captions_replace_the_empty_caption():
@@ -328,12 +293,12 @@ def test_t2i_negative_captions_replace_the_empty_caption():
     caps, mask = caption_batch(2, T2I_PREFIX, 24)
     neg, nmask = caption_batch(2, T2I_PREFIX, 24, seed=9)
     nmask = nmask.flip(0)
-    cond = ad.prepare(captions=(caps, mask), negative_captions=(neg, nmask), guidance_scale=4.0)
+    cond = ad.encode_captions((caps, mask), negative_captions=(neg, nmask), guidance_scale=4.0)
     assert torch.equal(cond.prefix_valid, torch.cat([mask, nmask]))
     with torch.no_grad():
         want = ad.gpt.embed_captions(neg * nmask[..., None])
     torch.testing.assert_close(cond.payload[2:], want)
-    plain = ad.prepare(captions=(caps, mask), guidance_scale=4.0)  # default: learned empty caption
+    plain = ad.encode_captions((caps, mask), guidance_scale=4.0)  # default: learned empty caption
     with torch.no_grad():
         empty = ad.gpt.embed_captions(ad.gpt.cls_embedding.uncond_embedding.expand(2, -1, -1))
     torch.testing.assert_close(plain.payload[2:], empty)
@@ -379,14 +344,14 @@ def test_t5_caption_encoder_left_pads_and_feeds_prepare(tmp_path):
     assert feats[0, :3].abs().max() == 0
 
     ad = LlamaGenAdapter(tiny_gpt("t2i"), tiny_vq(), t5=enc)
-    cond = ad.prepare(prompts=["a cat", "a red cat on a mat"], guidance_scale=2.0)
+    cond = ad.prepare(prompt=["a cat", "a red cat on a mat"], guidance_scale=2.0)
     assert torch.equal(cond.prefix_valid, torch.cat([mask, mask]))
     with torch.no_grad():
         torch.testing.assert_close(cond.payload[:2], ad.gpt.embed_captions(feats))
 
 
 def test_sampler_greedy_raster_equals_reference_and_zipar_runs():
-    """End to end through the ZipAR sampler: window == cols is plain raster decoding (DESIGN rule 2)."""
+    """End to end through the ZipAR sampler: window == cols is plain raster decoding (docs/design.md, rule 2)."""
     from zipar.zipar_core.config import ZipARConfig
     from zipar.zipar_core.sampler import generate
 

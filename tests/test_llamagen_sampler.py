@@ -1,9 +1,7 @@
 """The ZipAR sampler on LlamaGen (placeholder row starts, 2-D RoPE, c2i and t2i), end to end."""
 import pytest
 import torch
-from test_llamagen_model import T2I_PREFIX, caption_batch, tiny_gpt, tiny_vq
-from toy_model import Recorder
-
+from helpers import T2I_PREFIX, Recorder, caption_batch, tiny_gpt, tiny_vq
 from zipar.zipar_core import ZipARConfig, generate
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter, load_llamagen
 
@@ -26,7 +24,7 @@ def _prepare(model, batch, guidance_scale):
     if model.model_type == "c2i":
         return model.prepare(class_labels=list(range(batch)), rows=ROWS, cols=COLS, guidance_scale=guidance_scale)
     caps, mask = caption_batch(batch, T2I_PREFIX, model.config.caption_dim)
-    return model.prepare(captions=caps, caption_mask=mask, rows=ROWS, cols=COLS, guidance_scale=guidance_scale)
+    return model.encode_captions(caps, caption_mask=mask, rows=ROWS, cols=COLS, guidance_scale=guidance_scale)
 
 
 @pytest.mark.parametrize("kind", ["c2i", "t2i"])

@@ -3,10 +3,9 @@ import json
 
 import pytest
 import torch
-from test_llamagen_model import tiny_gpt, tiny_vq
-
-from zipar.zipar_core.models import find_llamagen_files, load_model
-from zipar.zipar_core.models.llamagen import LlamaGenAdapter
+from helpers import tiny_gpt, tiny_vq
+from zipar.zipar_core.models import load_model
+from zipar.zipar_core.models.llamagen import LlamaGenAdapter, find_llamagen_files
 
 
 @pytest.fixture()

@@ -1,11 +1,11 @@
 """Lumina-mGPT adapter on a tiny random ChameleonForConditionalGeneration (32 image codes, Lumina's ids)."""
 import pytest
 import torch
-from hf_tiny import tiny_chameleon
 from zipar.zipar_core.config import ZipARConfig
+from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.chameleon_vqgan import ChameleonVQGANDecoder, VQGANConfig, save_safetensors
-from zipar.zipar_core.models.hf_common import detect_family, load_adapter
 from zipar.zipar_core.models.lumina import LuminaAdapter, supported_sizes
+from zipar.zipar_core.models.tiny import tiny_chameleon
 from zipar.zipar_core.sampler import generate
 from zipar.zipar_core.schedule import count_passes
 
@@ -46,7 +46,7 @@ def raster_reference(adapter, cond, scale):
 
 @pytest.mark.parametrize("scale", [1.0, 3.0])
 def test_ntp_greedy_equals_uncached_raster_loop(lumina, scale):
-    cond = lumina.prepare(prompts="a red cat on the mat", height=64, width=96, guidance_scale=scale)
+    cond = lumina.prepare(prompt="a red cat on the mat", height=64, width=96, guidance_scale=scale)
     assert (cond.layout.rows, cond.layout.cols, cond.layout.eol) == (4, 6, True)
     ours = generate(lumina, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale))
     ref = raster_reference(lumina, cond, scale)
@@ -56,20 +56,20 @@ def test_ntp_greedy_equals_uncached_raster_loop(lumina, scale):
 
 
 def test_prompt_and_unconditional_rows(lumina):
-    cond = lumina.prepare(prompts="a cat", height=64, width=96, guidance_scale=3.0)
+    cond = lumina.prepare(prompt="a cat", height=64, width=96, guidance_scale=3.0)
     ids = cond.payload["ids"]
     cond_ids = ids[0][cond.prefix_valid[0]].tolist()
     assert cond_ids[0] == 0 and cond_ids[-4:] == [8710, 8197, 8804 + 2, 8804 + 3]  # sep, BOI, h/32, w/32
     text = lumina.tokenizer.decode(cond_ids[1:-4]).replace(" ", "")
     assert text == "Generateanimageof96x64accordingtothefollowingprompt:acat"
     assert ids[1][cond.prefix_valid[1]].tolist() == [8197, 8806, 8807]  # uncond starts at the image-start token
-    neg = lumina.prepare(prompts="a cat", negative_prompts="lowres", height=64, width=96, guidance_scale=3.0)
+    neg = lumina.prepare(prompt="a cat", negative_prompt="lowres", height=64, width=96, guidance_scale=3.0)
     assert neg.payload["ids"][1][neg.prefix_valid[1]].tolist()[-4:] == [8710, 8197, 8806, 8807]
 
 
 def test_image_logits_not_masked(lumina):
     """transformers' forward masks image logits to -inf; the adapter's must be real numbers."""
-    cond = lumina.prepare(prompts="a cat", height=64, width=64, guidance_scale=1.0)
+    cond = lumina.prepare(prompt="a cat", height=64, width=64, guidance_scale=1.0)
     cache = lumina.new_cache(cond, cond.layout.num_slots + 1)
     P = cond.layout.prefix
     logits = lumina.prefill(cond, cache, torch.ones(1, P, P, dtype=torch.bool).tril())
@@ -80,12 +80,12 @@ def test_image_logits_not_masked(lumina):
 
 def test_modes_batched_and_pass_counts(lumina):
     prompts = ["a red cat on the mat", "a dog"]
-    cond = lumina.prepare(prompts=prompts, height=64, width=96, guidance_scale=3.0)
+    cond = lumina.prepare(prompt=prompts, height=64, width=96, guidance_scale=3.0)
     cfg = ZipARConfig(mode="ntp", temperature=0, guidance_scale=3.0)
     ntp = generate(lumina, cond, cfg)
     full = generate(lumina, cond, ZipARConfig(mode="fixed", window=6, temperature=0, guidance_scale=3.0))
     assert full.codes.tolist() == ntp.codes.tolist()
-    alone = generate(lumina, lumina.prepare(prompts=prompts[1], height=64, width=96, guidance_scale=3.0), cfg)
+    alone = generate(lumina, lumina.prepare(prompt=prompts[1], height=64, width=96, guidance_scale=3.0), cfg)
     assert alone.codes[0].tolist() == ntp.codes[1].tolist()
 
     fcfg = ZipARConfig(mode="fixed", window=2, guidance_scale=3.0, top_k=2000)
@@ -106,13 +106,13 @@ def test_supported_sizes_and_errors(lumina):
     assert (768, 768) in s768 and (1024, 1024) in s1024 and (1024, 576) in s768 and (1024, 1024) not in s768
     model, tok = tiny_chameleon()
     sized = LuminaAdapter(model, tok, target_size=768)
-    assert sized.check_size(768, 768) == (48, 48) and sized.check_size(576, 1024) == (36, 64)
+    assert sized.grid_for(768, 768) == (48, 48) and sized.grid_for(576, 1024) == (36, 64)
     with pytest.raises(ValueError, match="not trained for 1024x1024"):
-        sized.check_size(1024, 1024)
+        sized.grid_for(1024, 1024)
     with pytest.raises(ValueError, match="multiples of 32"):
-        lumina.prepare(prompts="a cat", height=80, width=80)
+        lumina.prepare(prompt="a cat", height=80, width=80)
     with pytest.raises(ValueError, match="context"):
-        lumina.prepare(prompts="a cat", height=512, width=512)  # 32 x 33 slots > 512 positions
+        lumina.prepare(prompt="a cat", height=512, width=512)  # 32 x 33 slots > 512 positions
     with pytest.raises(ValueError, match="no VQGAN decoder"):
         sized.decode(torch.zeros((1, 2, 2), dtype=torch.long))
 
@@ -122,11 +122,11 @@ def test_from_pretrained_folder_with_vqgan(lumina, tmp_path):
     lumina.model.save_pretrained(folder)
     lumina.tokenizer.save_pretrained(folder)
     save_safetensors(lumina.vqgan, str(folder / "vqgan.safetensors"))
-    assert detect_family(str(folder)) == "lumina"
-    loaded = load_adapter(str(folder), torch_dtype=torch.float32, device="cpu")
+    assert registry.detect(str(folder)).name == "lumina"
+    loaded = load_model(str(folder), torch_dtype=torch.float32, device="cpu")
     assert isinstance(loaded, LuminaAdapter) and loaded.target_size == 768 and loaded.vqgan is not None
     codes = torch.randint(0, 32, (1, 2, 4))
     assert torch.equal(loaded.decode(codes), lumina.decode(codes))
-    cond = lumina.prepare(prompts="a cat", height=64, width=64, guidance_scale=3.0)
+    cond = lumina.prepare(prompt="a cat", height=64, width=64, guidance_scale=3.0)
     cfg = ZipARConfig(mode="fixed", window=2, temperature=0, guidance_scale=3.0)
     assert generate(loaded, cond, cfg).codes.tolist() == generate(lumina, cond, cfg).codes.tolist()

@@ -8,7 +8,7 @@ import types
 
 import pytest
 import torch
-from test_llamagen_model import tiny_gpt, tiny_vq
+from helpers import tiny_gpt, tiny_vq
 from zipar.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from zipar.nodes import comfy_glue as glue
 from zipar.nodes.decode import ZipARVQDecode
@@ -26,7 +26,7 @@ def tiny_handle():
 
 
 def sample(handle, **kw):
-    args = {"prompt": "3", "negative_prompt": "", "seed": 0, "guidance": 2.0, "temperature": 1.0, "top_k": 0,
+    args = {"prompt": "3", "negative_prompt": "", "seed": 0, "guidance_scale": 2.0, "temperature": 1.0, "top_k": 0,
             "top_p": 1.0, "mode": "fixed", "window": 2, "width": 0, "height": 0, "batch_size": 1}
     args.update(kw)
     return ZipARSampler().sample(handle, **args)
@@ -171,7 +171,7 @@ def test_builtin_demo_model_loads_and_samples():
     torch.set_num_threads(1)
     (handle,) = ZipARModelLoader().load(BUILTIN_DEMO, "fp32")
     assert handle.adapter.family == "llamagen" and handle.adapter.conditioning == "class"
-    codes, stats = sample(handle, prompt="3", window=8, guidance=2.0, mode="fixed", width=32, height=32)
+    codes, stats = sample(handle, prompt="3", window=8, guidance_scale=2.0, mode="fixed", width=32, height=32)
     (image,) = ZipARVQDecode().decode(codes)
     assert image.shape == (1, 32, 32, 3) and 0 <= image.min() and image.max() <= 1
     assert codes.stats["passes"] == 15 * 8 + 16  # 16x16 tokens, window 8
@@ -283,7 +283,7 @@ def test_model_entries_and_safe_resolution(tmp_path, monkeypatch):
 def test_listing_and_loading_agree_on_file_names(tmp_path, monkeypatch):
     """The node's folder listing and the loader's file finding use one set of naming rules (model_files):
     upper-case suffixes count, a VQ file is found beside its GPT and never offered alone."""
-    from zipar.zipar_core.models import find_llamagen_files
+    from zipar.zipar_core.models.llamagen import find_llamagen_files
 
     monkeypatch.setenv(glue.ENV_MODELS_DIR, str(tmp_path))
     one = tmp_path / "LlamaGen-B"

@@ -13,51 +13,18 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from hf_tiny import tiny_chameleon, tiny_emu3, tiny_janus, word_tokenizer
+from helpers import gen, quiet, tiny_llamagen, tiny_t5
 from zipar import ZipARPipeline
 from zipar.pipelines import ChameleonVQGANModel, LlamaGenGPTModel, LlamaGenVQModel, ZipARPipelineOutput
 from zipar.zipar_core import DecodingCancelled
 from zipar.zipar_core.models.chameleon_vqgan import save_safetensors
-from zipar.zipar_core.models.llamagen import LlamaGenAdapter, LlamaGenConfig, LlamaGenTransformer, VQConfig, VQModel
+from zipar.zipar_core.models.llamagen import LlamaGenAdapter
+from zipar.zipar_core.models.tiny import tiny_chameleon, tiny_emu3, tiny_janus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def quiet(pipe):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 # -- tiny models ---------------------------------------------------------------------------------------
-
-def tiny_llamagen(model_type="c2i", seed=0):
-    """4x4 grid, 64 codes, VQ with 16 px per token (64x64 images); t2i with 8 caption tokens of width 32."""
-    torch.manual_seed(seed)
-    extra = {"model_type": "t2i", "caption_dim": 32, "cls_token_num": 8} if model_type == "t2i" else {}
-    gpt = LlamaGenTransformer(LlamaGenConfig(dim=64, n_layer=2, n_head=4, vocab_size=64, num_classes=10, block_size=16,
-                                             multiple_of=32, **extra))
-    with torch.no_grad():
-        for p in gpt.parameters():  # sharper logits: varied, seed-dependent samples
-            p.mul_(3.0)
-    vq = VQModel(VQConfig(codebook_size=64, ch=32, ch_mult=(1, 1, 1, 1, 1), z_channels=16, num_res_blocks=1))
-    return gpt.eval(), vq.eval()
-
-
-def tiny_t5():
-    from transformers import T5Config, T5EncoderModel
-
-    specials = ["<pad>", "</s>", "<unk>"]
-    words = ["a", "cat", "dog", "red", "blue", "on", "the", "mat", "photo", "of"]
-    vocab = {w: i for i, w in enumerate(specials + words)}
-    torch.manual_seed(1)
-    model = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4))
-    tok = word_tokenizer(vocab, specials, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    return model.eval(), tok
-
 
 @pytest.fixture(scope="module")
 def c2i():
@@ -142,7 +109,7 @@ def test_from_pretrained_takes_a_folder_of_llamagen_release_files(tmp_path, c2i)
     ref = quiet(ZipARPipeline.from_llamagen_checkpoints(*_save_llamagen_checkpoints(str(tmp_path / "b")), n_head=4,
                                                         image_size=64))
     np.testing.assert_array_equal(pipe(class_labels=[2], output_type="np", generator=gen()).images,
-                                  ref(class_labels=[2], window_size=3, output_type="np", generator=gen()).images)
+                                  ref(class_labels=[2], window=3, output_type="np", generator=gen()).images)
 
 
 def test_components_are_diffusers_models_with_the_official_configs(c2i, tmp_path):
@@ -211,8 +178,8 @@ def test_same_generator_same_images_and_per_image_generators(c2i):
 
 
 def test_speed_options_reach_the_sampler_and_change_nothing(c2i, emulated_cuda_graphs):
-    eager = c2i(class_labels=[1, 2], window_size=2, generator=[gen(1), gen(2)], output_type="codes").codes
-    graphed = c2i(class_labels=[1, 2], window_size=2, generator=[gen(1), gen(2)], output_type="codes",
+    eager = c2i(class_labels=[1, 2], window=2, generator=[gen(1), gen(2)], output_type="codes").codes
+    graphed = c2i(class_labels=[1, 2], window=2, generator=[gen(1), gen(2)], output_type="codes",
                   cuda_graphs=True).codes
     assert torch.equal(eager, graphed) and emulated_cuda_graphs  # graphs were captured and replayed
 
@@ -220,11 +187,11 @@ def test_speed_options_reach_the_sampler_and_change_nothing(c2i, emulated_cuda_g
 def test_modes_settings_and_stats(c2i):
     ntp = c2i(class_labels=[1], mode="ntp", output_type="codes", generator=gen())
     assert ntp.stats.passes == 16 and ntp.settings["mode"] == "ntp"
-    fixed = c2i(class_labels=[1], mode="fixed", window_size=1, output_type="codes", generator=gen())
+    fixed = c2i(class_labels=[1], mode="fixed", window=1, output_type="codes", generator=gen())
     assert fixed.stats.passes == 3 * 1 + 4 and fixed.stats.tokens == 16  # (H-1)*s + W
-    ada = c2i(class_labels=[1], mode="adaptive", window_size=1, output_type="codes", generator=gen())
+    ada = c2i(class_labels=[1], mode="adaptive", window=1, output_type="codes", generator=gen())
     assert ada.stats.passes < 16 and ada.stats.drafts_proposed >= 3
-    greedy = [c2i(class_labels=[1], temperature=0, mode=m, window_size=4, output_type="codes").codes
+    greedy = [c2i(class_labels=[1], temperature=0, mode=m, window=4, output_type="codes").codes
               for m in ("ntp", "fixed")]
     assert torch.equal(*greedy)  # window == width is raster decoding
     # family defaults (LlamaGen-B/L: cfg 2.0) and the pipeline config in between
@@ -245,7 +212,7 @@ def test_callback_progress_and_interrupt(c2i):
         seen.append((step, int((kwargs["codes"] >= 0).sum())))
         return kwargs
 
-    out = c2i(class_labels=[1, 2], window_size=2, callback_on_step_end=on_step, output_type="codes", generator=gen())
+    out = c2i(class_labels=[1, 2], window=2, callback_on_step_end=on_step, output_type="codes", generator=gen())
     assert [s for s, _ in seen] == list(range(out.stats.passes))
     assert seen[0][1] == 2 and seen[-1][1] == 32  # x[0,0] of each image after prefill; all tokens at the end
     assert all(a <= b for (_, a), (_, b) in itertools.pairwise(seen))
@@ -264,10 +231,10 @@ def test_callback_progress_and_interrupt(c2i):
 
     c2i.progress_bar = spy
     try:
-        out = c2i(class_labels=[1], window_size=2, output_type="codes", generator=gen())
+        out = c2i(class_labels=[1], window=2, output_type="codes", generator=gen())
         assert updates[0] == ("total", out.stats.passes) and len(updates) - 1 == out.stats.passes
         # adaptive: the bar starts at the all-accepted count (fixed window s_min + 1) and grows per rejection
-        adaptive = c2i(class_labels=[1], mode="adaptive", window_size=1, temperature=1.0, output_type="codes",
+        adaptive = c2i(class_labels=[1], mode="adaptive", window=1, temperature=1.0, output_type="codes",
                        generator=gen())
     finally:
         del c2i.progress_bar
@@ -281,7 +248,7 @@ def test_callback_progress_and_interrupt(c2i):
         return kwargs
 
     with pytest.raises(DecodingCancelled):
-        c2i(class_labels=[1], window_size=2, callback_on_step_end=stop, output_type="codes")
+        c2i(class_labels=[1], window=2, callback_on_step_end=stop, output_type="codes")
     assert c2i(class_labels=[1], output_type="codes").codes.shape == (1, 4, 4)  # next call runs again
 
 
@@ -317,6 +284,48 @@ def test_torch_dtype_and_to(tmp_path, c2i):
     assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all()
 
 
+def test_callback_returned_codes_are_honoured(c2i):
+    """A callback may rewrite the tokens the pass just sampled (the next pass feeds them); the final image and
+    every later pass see the rewrite. Rewriting a token the model has already read is refused."""
+    forced = []
+
+    def force_zero(pipe, step, timestep, kwargs):
+        codes = kwargs["codes"].clone()
+        new = (codes >= 0) & ~(before[0] >= 0) if before else codes >= 0  # sampled in this pass
+        forced.append(new.clone())
+        before[:] = [codes.clone()]
+        codes[new] = 5
+        return {"codes": codes}
+
+    before = []
+    out = c2i(class_labels=[1, 2], window=2, callback_on_step_end=force_zero, output_type="codes", generator=gen())
+    assert (out.codes == 5).all() and sum(int(f.sum()) for f in forced) == out.codes.numel()
+
+    def rewrite_old(pipe, step, timestep, kwargs):
+        codes = kwargs["codes"].clone()
+        if step == 3:
+            codes[0, 0, 0] = (codes[0, 0, 0] + 1) % 64
+        return {"codes": codes}
+
+    with pytest.raises(ValueError, match="row 0, column 0, which the model has already read"):
+        c2i(class_labels=[1], window=2, callback_on_step_end=rewrite_old, output_type="codes", generator=gen())
+
+
+def test_precomputed_conditioning_and_the_old_window_name(c2i):
+    cond = c2i.encode_prompt(class_labels=[1, 2], num_images_per_prompt=2)
+    assert cond.batch_size == 4 and cond.guidance  # the registry's guidance 2.0 for this c2i model
+    gens = [gen(i) for i in range(4)]
+    a = c2i(conditioning=cond, window=2, generator=gens, output_type="codes").codes
+    b = c2i(class_labels=[1, 2], num_images_per_prompt=2, window=2, generator=[gen(i) for i in range(4)],
+            output_type="codes").codes
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="either conditioning or prompt"):
+        c2i(conditioning=cond, class_labels=[1])
+    with pytest.warns(FutureWarning, match="window_size.*use `window`"):
+        old = c2i(class_labels=[1], window_size=2, generator=gen(), output_type="codes")
+    assert old.settings["window"] == 2
+
+
 # -- bad input: clear errors before any model work -------------------------------------------------------
 
 @pytest.fixture
@@ -329,11 +338,11 @@ def no_model_work(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"prompt": "a cat", "class_labels": [1]}, "either `prompt`.*or `class_labels`"),
-    ({"prompt": "a cat"}, "class-conditional: pass `class_labels`"),
+    ({"prompt": "a cat", "class_labels": [1]}, "either prompt.*or class_labels"),
+    ({"prompt": "a cat"}, "class-conditional: pass class_labels"),
     ({"class_labels": [1, 10]}, r"class label\(s\) \[10\] out of range.*0\.\.9"),
     ({"class_labels": [-1]}, "out of range"),
-    ({}, "pass `class_labels`"),
+    ({}, "pass class_labels"),
     ({"class_labels": [1], "negative_prompt": "bad"}, "negative_prompt"),
     ({"class_labels": [1], "height": 72, "width": 64}, "height 72 is not a positive multiple of 16"),
     ({"class_labels": [1], "height": 128, "width": 128}, "larger than the 4x4"),
@@ -350,7 +359,7 @@ def test_bad_call_arguments_fail_before_model_work(c2i, no_model_work, kwargs, m
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"class_labels": [1]}, "text-to-image: pass `prompt`"),
+    ({"class_labels": [1]}, "text-to-image: pass prompt"),
     ({"prompt": "a cat", "height": 512, "width": 512}, "384x384|64x64"),
     ({"prompt": ["a", "b"], "negative_prompt": ["x", "y", "z"]}, "3 negative prompts for 2 prompts"),
     ({"prompt": []}, "non-empty list"),

@@ -2,7 +2,8 @@
 import re
 from pathlib import Path
 
-from zipar.cli import steps_table
+from zipar.cli.steps import steps_table
+from zipar.zipar_core.models import registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TABLES = [(24, 24, False, [8, 12, 14, 16]), (32, 32, False, [4, 8, 12, 16]), (48, 48, True, [11, 14, 17, 20])]
@@ -10,6 +11,12 @@ TABLES = [(24, 24, False, [8, 12, 14, 16]), (32, 32, False, [4, 8, 12, 16]), (48
 
 def expected_block() -> str:
     return "\n\n".join(steps_table(*t) for t in TABLES)
+
+
+def test_defaults_table_matches_the_registry():
+    block = re.search(r"<!-- defaults:begin -->\n(.*?)\n<!-- defaults:end -->", README.read_text(), re.S)
+    assert block, "README lost its defaults markers"
+    assert block.group(1) == registry.defaults_table(), "run: python tests/test_readme.py to regenerate"
 
 
 def test_step_tables_match_the_code():
@@ -23,4 +30,7 @@ if __name__ == "__main__":  # regenerate
     text = README.read_text()
     text = re.sub(r"<!-- steps:begin -->\n.*?<!-- steps:end -->",
                   lambda m: f"<!-- steps:begin -->\n{expected_block()}\n<!-- steps:end -->", text, flags=re.S)
+    text = re.sub(r"<!-- defaults:begin -->\n.*?<!-- defaults:end -->",
+                  lambda m: f"<!-- defaults:begin -->\n{registry.defaults_table()}\n<!-- defaults:end -->", text,
+                  flags=re.S)
     README.write_text(text)

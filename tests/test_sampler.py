@@ -1,15 +1,16 @@
 """The sampler on a tiny generic model (with and without end-of-row tokens).
 
-Exactness (DESIGN section 2): window >= W reproduces a plain raster loop, and every pass's logits equal
+Exactness (docs/design.md, "Correctness rules"): window >= W reproduces a plain raster loop, and every pass's logits equal
 an uncached forward over the same tokens; unwritten cache slots are never read; a batch gives every
 image the tokens it gets alone; adaptive pass counts lie between fixed(s_min) and NTP.
 """
+import os
+
 import pytest
 import torch
-from toy_model import Recorder, ToyAR
-
+from helpers import Recorder, ToyAR
 from zipar.zipar_core.config import ZipARConfig
-from zipar.zipar_core.models.base import EOL_TOKEN
+from zipar.zipar_core.protocol import EOL_TOKEN
 from zipar.zipar_core.sampler import DecodingCancelled, generate
 from zipar.zipar_core.sampling import apply_guidance
 
@@ -211,8 +212,33 @@ def test_cuda_graph_bookkeeping_gives_the_same_images(model, emulated_cuda_graph
     assert 1 <= len(captured) <= ROWS + 1 and len(set(captured)) == len(captured)
 
 
-def test_compiled_steps_give_the_same_images(model):
+@pytest.mark.parametrize("backend", [
+    "aot_eager",  # dynamo capture + AOT functionalization of the static step, in a second
+    pytest.param("inductor", marks=pytest.mark.skipif(not os.environ.get("ZIPAR_SLOW_TESTS"),
+                                                      reason="compiles C++ kernels (~35 s); set ZIPAR_SLOW_TESTS=1")),
+])
+def test_compiled_steps_give_the_same_images(model, backend, monkeypatch):
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=backend, **kw))
     config = ZipARConfig(window=2, temperature=0)
     eager = generate(model, model.prepare([1], ROWS, COLS), config)
     compiled = generate(model, model.prepare([1], ROWS, COLS), config, compile=True)
     assert torch.equal(eager.codes, compiled.codes)
+
+
+@pytest.mark.parametrize("eol", [False, True])
+def test_callback_codes_replace_the_sampled_tokens_and_are_what_the_model_reads(model, eol):
+    """The callback's codes are written before the next pass, so every token the model is fed afterwards is
+    the rewritten one (placeholders included: they copy decoded tokens)."""
+    rec = Recorder(model)
+
+    def force(step, codes, stats):
+        out = codes.clone()
+        out[out >= 0] = 7
+        return out
+
+    result = generate(rec, model.prepare([1, 2], ROWS, COLS, eol=eol), ZipARConfig(window=2), callback=force,
+                      generator=[torch.Generator().manual_seed(i) for i in range(2)])
+    assert (result.codes == 7).all()
+    fed = torch.cat([tokens.flatten() for tokens, _, _ in rec.calls])
+    assert set(fed.tolist()) <= {7, EOL_TOKEN}

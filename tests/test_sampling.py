@@ -3,9 +3,14 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
-
-from zipar.zipar_core.sampling import (apply_guidance, probabilities, sample_from, speculative_step,
-                                       top_k_filter, top_p_filter)
+from zipar.zipar_core.sampling import (
+    apply_guidance,
+    probabilities,
+    sample_from,
+    speculative_step,
+    top_k_filter,
+    top_p_filter,
+)
 
 
 @pytest.mark.parametrize("k", [1, 5, 50])

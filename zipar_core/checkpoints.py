@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from .errors import SettingError
+
 # Wrappers under which training scripts store the weights: DDP ("model"), DeepSpeed ("module"),
 # Lightning-style ("state_dict"). FSDP exports of LlamaGen are raw state dicts.
 STATE_DICT_WRAPPERS = ("model", "module", "state_dict")
@@ -23,6 +25,10 @@ KEY_PREFIXES = ("module.", "_orig_mod.")
 
 class CheckpointError(ValueError):
     """A weight file that cannot be used: corrupt, of the wrong family, or with keys that do not match."""
+
+
+class CheckpointSettingError(CheckpointError, SettingError):
+    """A weight file that loads only with a setting it cannot tell itself (LlamaGen's ``n_head``, ...)."""
 
 
 def _redownload_hint(path: str) -> str:

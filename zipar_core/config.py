@@ -1,7 +1,10 @@
 """ZipARConfig: the decoding schedule and the sampling settings, validated once up front."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+
+from .errors import SettingError
 
 MODES = ("ntp", "fixed", "adaptive")
 
@@ -26,18 +29,20 @@ class ZipARConfig:
     top_p: float = 1.0  # 1.0 = off
 
     def __post_init__(self):
+        """Every setting is checked here, once, for every face (errors name the setting; see errors.py)."""
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"window must be a whole number >= 1 (tokens of the row above), got {self.window!r}")
+            raise SettingError("mode", f"{{name}} must be one of {', '.join(MODES)}, got {self.mode!r}")
+        _whole("window", self.window, 1, "tokens of the row above")
+        _real("guidance_scale", self.guidance_scale, "1.0 = no guidance")
+        _real("temperature", self.temperature, "0 = greedy")
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+            raise SettingError("temperature", f"{{name}} must be >= 0 (0 = greedy), got {self.temperature}")
+        _whole("top_k", self.top_k, 0, "0 = off")
+        _real("top_p", self.top_p, "1.0 = off")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.guidance_interval is not None and self.guidance_interval < 0:
-            raise ValueError(f"guidance_interval must be >= 0 or None, got {self.guidance_interval}")
+            raise SettingError("top_p", f"{{name}} must be in (0, 1] (1.0 = off), got {self.top_p}")
+        if self.guidance_interval is not None:
+            _whole("guidance_interval", self.guidance_interval, 0, "None = every token")
 
     @property
     def guidance(self) -> bool:
@@ -48,10 +53,20 @@ class ZipARConfig:
         if self.mode == "ntp":
             return cols
         if self.window > cols:
-            raise ValueError(
-                f"window {self.window} is larger than the grid width ({cols} tokens); use a window from 1 to "
-                f"{cols} ({cols} decodes in plain raster order, like mode='ntp')")
+            raise SettingError("window", f"{{name}} {self.window} is larger than the grid width ({cols} tokens); "
+                                         f"set {{name}} to 1..{cols} ({cols} decodes in plain raster order, like "
+                                         "mode ntp)")
         return self.window
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _whole(name: str, value, low: int, meaning: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SettingError(name, f"{{name}} must be a whole number >= {low} ({meaning}), got {value!r}")
+
+
+def _real(name: str, value, meaning: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingError(name, f"{{name}} must be a finite number ({meaning}), got {value!r}")

@@ -17,7 +17,8 @@ import torch
 
 from .cache import visibility_mask
 from .config import ZipARConfig
-from .models.base import EOL_TOKEN, Conditioning, ZipARModel
+from .errors import SettingError
+from .protocol import EOL_TOKEN, Conditioning, ZipARModel
 from .sampling import apply_guidance, probabilities, sample_from, speculative_step
 from .schedule import DRAFT, EOL, NONE, VERIFY, Pass, Schedule, count_passes
 from .step_runner import StaticStep
@@ -60,7 +61,8 @@ class ZipARResult:
     stats: DecodeStats
 
 
-StepCallback = Callable[[int, torch.Tensor, DecodeStats], None]
+# callback(step, codes, stats) -> None, or a (B, H, W) tensor that replaces the tokens sampled in that pass
+StepCallback = Callable[[int, torch.Tensor, DecodeStats], "torch.Tensor | None"]
 
 
 @dataclass
@@ -82,7 +84,10 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
 
     generator: None, one ``torch.Generator`` shared by the batch, or one per image (then each image gets
     exactly the tokens it would get alone). callback(step, codes, stats) runs after every pass; codes is the
-    live (B, H, W) buffer, -1 where undecoded: copy it to keep it. cancel() -> True stops with
+    live (B, H, W) buffer, -1 where undecoded: copy it to keep it. It may return a (B, H, W) tensor to replace
+    the tokens that pass sampled (their final values, which the next pass feeds); changing any other token
+    is refused, because the model has read it already (or, for an adaptive draft, still verifies it).
+    cancel() -> True stops with
     :class:`DecodingCancelled` within one pass. profile: synchronise around model calls to time them.
     compile / cuda_graphs: run the decoding steps at static shapes (``step_runner.StaticStep``) through
     ``torch.compile`` and, on CUDA, CUDA graphs captured per number of query tokens.
@@ -90,9 +95,9 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     t0 = time.perf_counter()
     layout, B, N = cond.layout, cond.batch_size, cond.num_rows
     if config.guidance != cond.guidance:
-        raise ValueError("the conditioning was prepared with guidance_scale "
-                         f"{'!= 1' if cond.guidance else '1'} but the config has {config.guidance_scale}; "
-                         "prepare it with the same guidance_scale")
+        raise SettingError("guidance_scale", "the conditioning was prepared with {name} "
+                           f"{'!= 1' if cond.guidance else '1'} but the config has {config.guidance_scale}; "
+                           "prepare it with the same {name}")
     config.window_for(layout.cols)  # validate the window against the grid before any model work
     dev, V, HW = model.device, model.codebook_size, layout.num_tokens
     scratch = layout.num_slots  # a slot no query ever sees: padded queries write there
@@ -116,9 +121,10 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     prefix_slots = torch.arange(layout.prefix, device=dev).expand(N, -1)
     with timer:
         logits = model.prefill(cond, cache, visibility_mask(filled, prefix_slots, layout.prefix))
-    sampler.choose(logits[:, None], torch.zeros((B, 1), dtype=torch.long, device=dev), [1] * B)  # x[0, 0]
+    first = torch.zeros((B, 1), dtype=torch.long, device=dev)  # x[0, 0] is code index 0
+    sampler.choose(logits[:, None], first, [1] * B)
     stats.passes, stats.sample_passes = 1, [1] * B
-    _notify(callback, cancel, 0, codes, layout, stats)
+    _notify(callback, cancel, 0, codes, layout, stats, lambda: first)
 
     for step in _steps(sched, layout, config, scratch, dev):
         plans = step.plans * (B // len(step.plans))  # fixed/ntp: one plan shared by every image
@@ -134,7 +140,8 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
         for b, s in enumerate(sched):
             s.commit(plans[b], accepted.get(b, False))
         _count(stats, plans, accepted)
-        _notify(callback, cancel, stats.passes - 1, codes, layout, stats)
+        _notify(callback, cancel, stats.passes - 1, codes, layout, stats,
+                lambda: _final_targets(step.target, B, drafts, HW + 1))
 
     stats.seconds = time.perf_counter() - t0
     return ZipARResult(codes[:, :HW].view(B, layout.rows, layout.cols).clone(), stats)
@@ -291,8 +298,44 @@ def _count(stats: DecodeStats, plans: list[Pass], accepted: dict[int, bool]) -> 
             stats.drafts_accepted += int(accepted.get(b, False))
 
 
-def _notify(callback, cancel, step: int, codes: torch.Tensor, layout, stats: DecodeStats) -> None:
+def _final_targets(target: torch.Tensor, batch: int, drafts: dict | None, trash: int) -> torch.Tensor:
+    """(B, q) flat code indices whose token this pass made final (adaptive drafts and verifications, which
+    the sampler still holds elsewhere, point at the trash entry instead)."""
+    target = target.expand(batch, -1)
+    if not drafts:
+        return target
+    target = target.clone()
+    for b, (q, _) in drafts.items():
+        target[b, q] = trash
+    return target
+
+
+def _notify(callback, cancel, step: int, codes: torch.Tensor, layout, stats: DecodeStats, final) -> None:
+    """Cancel point, then the step callback; ``final()``: the pass's final targets, asked for only when the
+    callback returns codes."""
     if cancel is not None and cancel():
         raise DecodingCancelled(f"decoding cancelled after {stats.passes} forward passes")
-    if callback is not None:
-        callback(step, codes[:, : layout.num_tokens].view(-1, layout.rows, layout.cols), stats)
+    if callback is None:
+        return
+    live = codes[:, : layout.num_tokens].view(-1, layout.rows, layout.cols)
+    returned = callback(step, live, stats)
+    if returned is not None and returned.data_ptr() != live.data_ptr():
+        _replace_codes(live, returned, final(), codes.shape[1])
+
+
+def _replace_codes(live: torch.Tensor, new: torch.Tensor, final: torch.Tensor, width: int) -> None:
+    """Write a callback's codes into the live buffer; only this pass's final tokens may change (one host sync,
+    paid only by callbacks that return codes)."""
+    if new.shape != live.shape:
+        raise SettingError("callback_on_step_end", f"{{name}} returned codes of shape {tuple(new.shape)}; the grid "
+                                                   f"is {tuple(live.shape)}")
+    new = new.to(live.device, live.dtype)
+    allowed = torch.zeros((live.shape[0], width), dtype=torch.bool, device=live.device)
+    allowed.scatter_(1, final, True)
+    changed = (new != live) & ~allowed[:, : live[0].numel()].view_as(live)
+    if changed.any():
+        b, r, c = (int(x) for x in changed.nonzero()[0])
+        raise SettingError("callback_on_step_end", f"{{name}} changed image {b}'s token at row {r}, column {c}, "
+                                                   "which the model has already read; only the tokens sampled in "
+                                                   "the pass that just ran can be changed")
+    live.copy_(new)

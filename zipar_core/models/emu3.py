@@ -4,7 +4,7 @@ Sequence: ``<bos>{prompt}<|image start|>{h}*{w}<|image token|>``, then h rows of
 followed by the end-of-row token ``<|extra_200|>`` (then EOF, EOI, EOS, which ZipAR does not need). The
 EOL is known in advance, so the sampler feeds it at its slot and no row start needs a placeholder.
 Codes <-> vocabulary ids go through the model's own ``Emu3ImageVocabularyMapping``; logits are the LM
-head's columns of the visual tokens, so sampling never leaves the image vocabulary (DESIGN rule 6).
+head's columns of the visual tokens, so sampling never leaves the image vocabulary (docs/design.md, rule 6).
 
 Guidance: the unconditional row is the negative prompt in the same template (``<bos>{negative}<|image
 start|>{h}*{w}<|image token|>``, an empty negative prompt when none is given), as in BAAI's Emu3 code.
@@ -13,21 +13,11 @@ the forward with the conditional rows, left-padded, with its own positions, whic
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
-
 import torch
 
-from .base import Conditioning
-from .hf_common import (
-    VocabularyImageAdapter,
-    as_prompt_list,
-    broadcast_negative,
-    encode,
-    load_hf,
-    load_tokenizer,
-    model_attention,
-)
+from ..errors import SettingError
+from ..protocol import Request
+from .hf_common import VocabularyImageAdapter, encode, load_hf, load_tokenizer, model_attention
 
 DEFAULT_AREA = 720 * 720  # Emu3Processor's image_area default (518400): a 90 x 90 grid at 1:1
 SPECIAL = {"boi": "<|image start|>", "wrapper": "<|image token|>"}
@@ -44,7 +34,7 @@ def calculate_generate_size(ratio: str, image_area: int, spatial_factor: int) ->
 
 class Emu3Adapter(VocabularyImageAdapter):
     family = "emu3"
-    DEFAULTS: ClassVar[dict] = {"guidance_scale": 3.0, "top_k": 2048, "temperature": 1.0}  # BAAI's Emu3-Gen example
+    eol = True
 
     def __init__(self, model, tokenizer=None):
         model_attention(model)
@@ -78,41 +68,45 @@ class Emu3Adapter(VocabularyImageAdapter):
         model = load_hf(Emu3ForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation, **kwargs)
         return cls(model, load_tokenizer(path_or_id, tokenizer))
 
+    def components(self) -> tuple[dict, dict]:
+        """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""
+        return {"transformer": self.model, "tokenizer": self.tokenizer}, {}
+
+    @classmethod
+    def from_components(cls, transformer, tokenizer=None, **_) -> Emu3Adapter:
+        return cls(transformer, tokenizer)
+
     # -- conditioning --------------------------------------------------------------------------------
     def grid_for(self, height: int | None = None, width: int | None = None, ratio: str | None = None,
                  image_area: int | None = None) -> tuple[int, int]:
         """(rows, cols): from an exact pixel size (multiples of 8), or from ratio + area as the processor does."""
         if height is not None or width is not None:
             if height is None or width is None:
-                raise ValueError("give both height and width (or ratio and image_area)")
-            if height % self.factor or width % self.factor or height <= 0 or width <= 0:
-                raise ValueError(f"Emu3 cannot make {width}x{height}: both sides must be positive multiples of "
-                                 f"{self.factor} px (one visual token each)")
+                raise SettingError("height" if height is None else "width",
+                                   "give both {other:height} and {other:width} (or ratio and image_area)")
+            for name, side in (("height", height), ("width", width)):
+                if side % self.factor or side <= 0:
+                    raise SettingError(name, f"Emu3 cannot make {width}x{height}: both sides must be positive "
+                                             f"multiples of {self.factor} px (one visual token each); change {{name}}")
             return height // self.factor, width // self.factor
-        rows, cols = calculate_generate_size(ratio or "1:1", image_area or DEFAULT_AREA, self.factor)
+        try:
+            rows, cols = calculate_generate_size(ratio or "1:1", image_area or DEFAULT_AREA, self.factor)
+        except (ValueError, ZeroDivisionError):
+            raise SettingError("ratio", f"{{name}} must read 'w:h' with positive whole numbers, got {ratio!r}") from None
         if rows < 1 or cols < 1:
-            raise ValueError(f"ratio {ratio} with area {image_area} gives an empty {rows}x{cols} grid")
+            raise SettingError("image_area", f"ratio {ratio} with {{name}} {image_area} gives an empty {rows}x{cols} grid")
         return rows, cols
 
     def prompt_ids(self, prompt: str, rows: int, cols: int) -> list[int]:
-        if self.tokenizer is None:
-            raise ValueError("this Emu3 adapter has no tokenizer: pass one, or use prepare_ids()")
         return encode(self.tokenizer, f"{prompt}{self.boi}{rows}*{cols}{self.wrapper}", self.bos_id)
 
-    def _prepare(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
-                height: int | None = None, width: int | None = None, guidance_scale: float = 1.0,
-                ratio: str | None = None, image_area: int | None = None) -> Conditioning:
-        rows, cols = self.grid_for(height, width, ratio, image_area)
-        prompts = as_prompt_list(prompt)
-        cond = [self.prompt_ids(p, rows, cols) for p in prompts]
-        uncond = None
-        if guidance_scale != 1.0:
-            negatives = broadcast_negative(negative_prompt, len(prompts)) or [""] * len(prompts)
-            uncond = [self.prompt_ids(n, rows, cols) for n in negatives]
-        return self.prepare_ids(cond, uncond, rows, cols)
-
-    def prepare_ids(self, cond_ids, uncond_ids, rows: int, cols: int) -> Conditioning:
-        return self._conditioning(cond_ids, uncond_ids, rows, cols, eol=True)
+    def token_rows(self, request: Request, guided: bool):
+        rows, cols = request.rows, request.cols
+        cond = [self.prompt_ids(p, rows, cols) for p in request.prompts]
+        if not guided:
+            return cond, None
+        negatives = request.negative_prompts or [""] * len(cond)  # BAAI's code: the empty prompt
+        return cond, [self.prompt_ids(n, rows, cols) for n in negatives]
 
     # -- model hooks ---------------------------------------------------------------------------------
     @torch.no_grad()

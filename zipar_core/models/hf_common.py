@@ -3,25 +3,26 @@
 - attention implementation: ZipAR hands the model a 4-D visibility mask; ``sdpa`` takes it as bool,
   ``eager`` needs it additive (a bool added to the scores is silently wrong), and flash-attention ignores
   4-D masks altogether, so it is refused.
-- left-padded prompts: each row's positions start at 0 on its first real token (DESIGN: per-row prefix
+- left-padded prompts: each row's positions start at 0 on its first real token (docs/design.md, "Prompts and padding": per-row prefix
   lengths), so a batched row computes what the same prompt computes alone.
-- loading a local folder or a hub id, and telling the family from ``config.json``'s ``model_type``.
+- loading a local folder or a hub id in eval mode, with a checked attention implementation.
+
+Which family a folder holds is the registry's business (``registry.detect``); nothing here imports an
+adapter.
 """
 from __future__ import annotations
 
-import json
-import os
+import inspect
 from collections.abc import Sequence
 
 import torch
 
 from ..cache import additive_mask
+from ..errors import SettingError
 from ..layout import TokenLayout
-from .base import EOL_TOKEN, Conditioning
+from ..protocol import EOL_TOKEN, AdapterBase, Conditioning, Request
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
-# config.json model_type -> ZipAR family (Lumina-mGPT ships as a Chameleon checkpoint)
-FAMILIES = {"janus": "janus", "emu3": "emu3", "chameleon": "lumina"}
 
 
 def check_attention(impl: str | None) -> str:
@@ -69,26 +70,6 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = No
     return ids, valid, L - valid.sum(1)
 
 
-def as_prompt_list(prompt: str | Sequence[str], name: str = "prompt") -> list[str]:
-    if isinstance(prompt, str):
-        return [prompt]
-    prompts = list(prompt)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"{name} must be a string or a non-empty list of strings")
-    return prompts
-
-
-def broadcast_negative(negative: str | Sequence[str] | None, n: int) -> list[str] | None:
-    if negative is None:
-        return None
-    neg = as_prompt_list(negative, "negative_prompt")
-    if len(neg) == 1:
-        return neg * n
-    if len(neg) != n:
-        raise ValueError(f"got {len(neg)} negative prompts for {n} prompts; give one or one per prompt")
-    return neg
-
-
 def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | None, pad_id: int,
                        rows: int, cols: int, eol: bool, max_positions: int | None, extras: dict | None = None,
                        device: torch.device | str = "cpu", **payload) -> Conditioning:
@@ -105,8 +86,8 @@ def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | 
         longest = max(len(s) for s in seqs)
         need = longest + rows * layout.row_stride
         if need > max_positions:
-            raise ValueError(
-                f"prompt of {longest} tokens plus a {rows}x{cols} image ({rows * layout.row_stride} slots) needs "
+            raise SettingError("prompt",
+                f"{{name}} of {longest} tokens plus a {rows}x{cols} image ({rows * layout.row_stride} slots) needs "
                 f"{need} positions, more than the model's context of {max_positions}; shorten the prompt "
                 "or choose a smaller image")
     return Conditioning(layout, len(cond_ids), uncond_ids is not None, valid.to(device),
@@ -114,31 +95,6 @@ def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | 
 
 
 # -- loading ------------------------------------------------------------------------------------------
-
-def read_model_type(path_or_id: str, **hub_kwargs) -> str:
-    """``model_type`` of a local folder's config.json, or of a hub id's (through transformers)."""
-    cfg_file = os.path.join(path_or_id, "config.json")
-    if os.path.isdir(path_or_id):
-        if not os.path.isfile(cfg_file):
-            raise FileNotFoundError(f"{path_or_id} has no config.json: is it a transformers model folder?")
-        with open(cfg_file, encoding="utf-8") as f:
-            return json.load(f).get("model_type", "")
-    from transformers import AutoConfig  # hub id: let transformers resolve and cache it
-
-    return AutoConfig.from_pretrained(path_or_id, **hub_kwargs).model_type
-
-
-def detect_family(path_or_id: str | None = None, model_type: str | None = None, **hub_kwargs) -> str:
-    """'janus' | 'emu3' | 'lumina' from config.json; a clear error for anything else."""
-    mt = model_type if model_type is not None else read_model_type(path_or_id, **hub_kwargs)
-    if mt not in FAMILIES:
-        where = f" in {path_or_id}" if path_or_id else ""
-        raise ValueError(
-            f"unsupported model type {mt!r}{where}: ZipAR's transformers adapters support "
-            f"{', '.join(sorted(FAMILIES))} (Janus-Pro, Emu3-Gen, Lumina-mGPT/Chameleon); LlamaGen checkpoints "
-            "load through the LlamaGen adapter")
-    return FAMILIES[mt]
-
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
@@ -163,18 +119,6 @@ def load_tokenizer(path_or_id: str, tokenizer=None, **kwargs):
     return AutoTokenizer.from_pretrained(path_or_id, **kwargs)
 
 
-def load_adapter(path_or_id: str, **kwargs):
-    """Load any transformers-backed family; the adapter class is chosen from config.json."""
-    family = detect_family(path_or_id)
-    if family == "janus":
-        from .janus import JanusAdapter as cls
-    elif family == "emu3":
-        from .emu3 import Emu3Adapter as cls
-    else:
-        from .lumina import LuminaAdapter as cls
-    return cls.from_pretrained(path_or_id, **kwargs)
-
-
 def encode(tokenizer, text: str, bos_id: int | None) -> list[int]:
     """Tokenize without the tokenizer's own special tokens, then put exactly one BOS in front: tokenizers
     disagree on whether they add it, the models do not."""
@@ -184,18 +128,20 @@ def encode(tokenizer, text: str, bos_id: int | None) -> list[int]:
 
 # -- the shared adapter body -----------------------------------------------------------------------
 
-class HFAdapter:
+class HFAdapter(AdapterBase):
     """The ZipAR protocol over a transformers decoder. A family supplies ``backbone`` (the decoder that
-    takes ``inputs_embeds``), ``text_config``, and three small hooks: how prompt ids and image tokens are
-    embedded, and how hidden states become logits over the VQ codebook."""
+    takes ``inputs_embeds``), ``text_config``, ``factor`` (pixels per token side), ``eol`` (whether rows
+    end with an end-of-row token) and its hooks: ``grid_for`` (pixel size -> token grid), ``token_rows``
+    (a checked request -> prompt ids), how image tokens are embedded and how hidden states become logits
+    over the VQ codebook."""
 
-    family: str = ""
     conditioning = "text"
-    num_classes = None
     codebook_size: int
     backbone: torch.nn.Module
     text_config: object
     factor: int  # pixels per token side
+    eol: bool = False
+    tokenizer = None
 
     @property
     def downsample(self) -> int:
@@ -205,19 +151,6 @@ class HFAdapter:
     def default_size(self) -> tuple[int, int]:
         rows, cols = self.grid_for(None, None)
         return rows * self.factor, cols * self.factor
-
-    def prepare(self, *, prompts=None, class_labels=None, negative_prompts=None, height: int | None = None,
-                width: int | None = None, guidance_scale: float = 1.0, **options) -> Conditioning:
-        """The uniform front door (``ZipARModel.prepare``); ``options`` are family extras (Emu3: ratio,
-        image_area). Guidance rows are built when guidance_scale != 1; the family's recommended scale is in
-        ``DEFAULTS``."""
-        if class_labels is not None:
-            raise ValueError(f"{self.family} is a text-to-image model: give prompts, not class_labels")
-        if prompts is None:
-            raise ValueError(f"{self.family} needs prompts (a string or a list of strings)")
-        prompts = as_prompt_list(prompts)
-        broadcast_negative(negative_prompts, len(prompts))  # a count mismatch is an error, guided or not
-        return self._prepare(prompts, negative_prompts, height, width, guidance_scale, **options)
 
     @property
     def device(self) -> torch.device:
@@ -231,12 +164,29 @@ class HFAdapter:
     def attn_implementation(self) -> str:
         return model_attention(self.backbone)
 
-    def _conditioning(self, cond_ids, uncond_ids, rows: int, cols: int, eol: bool) -> Conditioning:
-        """Left-pad the [cond; uncond] prompts into a Conditioning for a rows x cols grid."""
-        return build_conditioning(cond_ids, uncond_ids, self.pad_id, rows, cols, eol=eol,
+    # -- conditioning --------------------------------------------------------------------------------
+    def missing_text_encoder(self) -> str | None:
+        if self.tokenizer is None:
+            return (f"this {self.family} model has no tokenizer: load it from a folder that has one (or pass "
+                    "tokenizer=), or give token ids to conditioning_from_ids()")
+        return None
+
+    def encode(self, request: Request, guidance_scale: float = 1.0) -> Conditioning:
+        cond_ids, uncond_ids = self.token_rows(request, guidance_scale != 1.0)
+        return self.conditioning_from_ids(cond_ids, uncond_ids, request.rows, request.cols)
+
+    def conditioning_from_ids(self, cond_ids: list[list[int]], uncond_ids: list[list[int]] | None, rows: int,
+                              cols: int) -> Conditioning:
+        """Token-level entry: prompts already tokenized, and their unconditional rows (None: no guidance),
+        left-padded into one prefix for a rows x cols grid."""
+        return build_conditioning(cond_ids, uncond_ids, self.pad_id, rows, cols, eol=self.eol,
                                   max_positions=self.text_config.max_position_embeddings,
                                   extras={"height": rows * self.factor, "width": cols * self.factor},
                                   device=self.device)
+
+    def token_rows(self, request: Request, guided: bool) -> tuple[list[list[int]], list[list[int]] | None]:
+        """The family's hook: (conditional prompt ids, unconditional ids or None) of a checked request."""
+        raise NotImplementedError
 
     def _image_ids(self, device: torch.device) -> torch.Tensor:
         """The model's own image-token mapping ``img2bpe`` (code -> vocabulary id), on ``device``."""
@@ -249,7 +199,7 @@ class HFAdapter:
         vocabulary (Emu3, Chameleon/Lumina)."""
         return torch.where(tokens == EOL_TOKEN, self.eol_id, self._image_ids(tokens.device)[tokens.clamp_min(0)])
 
-    # hooks ------------------------------------------------------------------------------------------
+    # -- model hooks ---------------------------------------------------------------------------------
     def _embed_prompt(self, ids: torch.Tensor) -> torch.Tensor:  # (rows, P) -> (rows, P, hidden)
         return self.backbone.get_input_embeddings()(ids)
 
@@ -259,7 +209,7 @@ class HFAdapter:
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:  # (rows, q, hidden) -> (rows, q, codebook) f32
         raise NotImplementedError
 
-    # protocol ---------------------------------------------------------------------------------------
+    # -- protocol ---------------------------------------------------------------------------------------
     def new_cache(self, cond: Conditioning, num_slots: int):
         from .hf_cache import HFSlotCache
 
@@ -272,7 +222,8 @@ class HFAdapter:
         cache.set_slots(slots, visible.shape[-1])
         mask = attention_mask_4d(visible, impl, self.dtype)  # (rows, 1, q, kv_len): used as given
         out = self.backbone(inputs_embeds=embeds.to(self.dtype), attention_mask=mask,
-                            position_ids=positions_for(slots, pad), past_key_values=cache, use_cache=True)
+                            position_ids=positions_for(slots, pad), use_cache=True,
+                            **{cache_argument(self.backbone): cache})
         return out.last_hidden_state
 
     @torch.no_grad()
@@ -286,6 +237,19 @@ class HFAdapter:
     def forward(self, cond: Conditioning, tokens, slots, visible, cache) -> torch.Tensor:
         hidden = self._run(self._embed_codes(tokens), slots, visible, cond, cache)
         return self._logits(hidden)  # (rows, q, codebook)
+
+
+def cache_argument(module: torch.nn.Module) -> str:
+    """The keyword a transformers decoder takes its cache under: ``cache`` (transformers >= 5.2x, where
+    ``past_key_values`` is deprecated, to be removed in 5.40) or ``past_key_values`` (older releases)."""
+    name = _CACHE_ARGUMENT.get(type(module))
+    if name is None:
+        params = inspect.signature(module.forward).parameters
+        name = _CACHE_ARGUMENT[type(module)] = "cache" if "cache" in params else "past_key_values"
+    return name
+
+
+_CACHE_ARGUMENT: dict[type, str] = {}
 
 
 class VocabularyImageAdapter(HFAdapter):

@@ -1,7 +1,7 @@
 """Janus-Pro (1B / 7B) behind the ZipAR protocol, through transformers' ``JanusForConditionalGeneration``.
 
 Sequence: ``<bos> <|User|>: {prompt}\\n\\n<|Assistant|>:<begin_of_image>`` then the 24 x 24 grid in raster
-order, no end-of-row token (rows start from a placeholder, DESIGN section 1). Image tokens do not go
+order, no end-of-row token (rows start from a placeholder, docs/design.md "Row starts"). Image tokens do not go
 through the text embedding: the next input is ``generation_aligner(generation_embeddings(code))`` and the
 logits come from ``generation_head`` over the 16384 VQ codes, as in ``JanusForConditionalGeneration.generate``.
 Guidance rows are that method's unconditional prompt: every token except BOS and BOI replaced by pad.
@@ -9,20 +9,12 @@ Guidance rows are that method's unconditional prompt: every token except BOS and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 import torch
 
-from .base import Conditioning
-from .hf_common import (
-    HFAdapter,
-    as_prompt_list,
-    broadcast_negative,
-    encode,
-    load_hf,
-    load_tokenizer,
-    model_attention,
-)
+from ..errors import SettingError
+from ..protocol import Request
+from .hf_common import HFAdapter, encode, load_hf, load_tokenizer, model_attention
 
 # DeepSeek's sft format for Janus-Pro text-to-image (system prompt empty); the processor appends BOI.
 PROMPT_TEMPLATE = "<|User|>: {prompt}\n\n<|Assistant|>:"
@@ -31,7 +23,7 @@ BOI_TOKEN = "<begin_of_image>"
 
 class JanusAdapter(HFAdapter):
     family = "janus"
-    DEFAULTS: ClassVar[dict] = {"guidance_scale": 5.0, "temperature": 1.0}  # transformers' generate default cfg 5
+    eol = False
 
     def __init__(self, model, tokenizer=None, prompt_template: str = PROMPT_TEMPLATE):
         model_attention(model)  # refuse flash-attention before any work
@@ -65,39 +57,38 @@ class JanusAdapter(HFAdapter):
         model = load_hf(JanusForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation, **kwargs)
         return cls(model, load_tokenizer(path_or_id, tokenizer))
 
+    def components(self) -> tuple[dict, dict]:
+        """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""
+        return {"transformer": self.model, "tokenizer": self.tokenizer}, {}
+
+    @classmethod
+    def from_components(cls, transformer, tokenizer=None, **_) -> JanusAdapter:
+        return cls(transformer, tokenizer)
+
     # -- conditioning --------------------------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
-        if self.tokenizer is None:
-            raise ValueError("this Janus adapter has no tokenizer: pass one, or give token ids to prepare_ids()")
         return encode(self.tokenizer, self.prompt_template.format(prompt=prompt), self.bos_id) + [self.boi_id]
 
     def unconditional_ids(self, ids: Sequence[int]) -> list[int]:
         """transformers' Janus unconditional prompt: all but BOS and BOI replaced by pad."""
         return [t if t in (self.bos_id, self.boi_id) else self.pad_id for t in ids]
 
-    def _prepare(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
-                height: int | None = None, width: int | None = None, guidance_scale: float = 1.0) -> Conditioning:
-        prompts = as_prompt_list(prompt)
-        cond = [self.prompt_ids(p) for p in prompts]
-        negatives = broadcast_negative(negative_prompt, len(prompts))
-        uncond = None
-        if guidance_scale != 1.0:
-            uncond = ([self.prompt_ids(n) for n in negatives] if negatives is not None
-                      else [self.unconditional_ids(ids) for ids in cond])
-        return self.prepare_ids(cond, uncond, height, width)
+    def token_rows(self, request: Request, guided: bool):
+        cond = [self.prompt_ids(p) for p in request.prompts]
+        if not guided:
+            return cond, None
+        if request.negative_prompts is not None:
+            return cond, [self.prompt_ids(n) for n in request.negative_prompts]
+        return cond, [self.unconditional_ids(ids) for ids in cond]
 
-    def grid_for(self, height: int | None, width: int | None) -> tuple[int, int]:
+    def grid_for(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
         size = (self.rows * self.factor, self.cols * self.factor)
         if (height or size[0], width or size[1]) != size:
-            raise ValueError(f"Janus-Pro makes {size[1]}x{size[0]} images only (its VQ decoder has a fixed "
-                             f"{self.rows}x{self.cols} token grid); got {width or size[1]}x{height or size[0]}")
+            raise SettingError("height" if (height or size[0]) != size[0] else "width",
+                               f"Janus-Pro makes {size[1]}x{size[0]} images only (its VQ decoder has a fixed "
+                               f"{self.rows}x{self.cols} token grid); got {width or size[1]}x{height or size[0]}: "
+                               "leave {other:height} and {other:width} unset")
         return self.rows, self.cols
-
-    def prepare_ids(self, cond_ids: list[list[int]], uncond_ids: list[list[int]] | None = None,
-                    height: int | None = None, width: int | None = None) -> Conditioning:
-        """Token-level entry: prompts already tokenized (BOS ... BOI), uncond rows or None (no guidance)."""
-        self.grid_for(height, width)
-        return self._conditioning(cond_ids, uncond_ids, self.rows, self.cols, eol=False)
 
     # -- model hooks ---------------------------------------------------------------------------------
     def _embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:

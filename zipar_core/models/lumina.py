@@ -21,21 +21,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
-from typing import ClassVar
 
 import torch
 
-from .base import Conditioning
-from .hf_common import (
-    VocabularyImageAdapter,
-    as_prompt_list,
-    broadcast_negative,
-    encode,
-    load_hf,
-    load_tokenizer,
-    model_attention,
-)
+from ..errors import SettingError
+from ..protocol import Request
+from .hf_common import VocabularyImageAdapter, encode, load_hf, load_tokenizer, model_attention
 
 PROMPT_TEMPLATE = "Generate an image of {width}x{height} according to the following prompt:\n{prompt}"
 PATCH = 32  # pixels per size-token unit: the size tokens count 32 px (2 x 2 visual tokens)
@@ -72,7 +63,7 @@ def guess_target_size(path_or_id: str) -> int | None:
 
 class LuminaAdapter(VocabularyImageAdapter):
     family = "lumina"
-    DEFAULTS: ClassVar[dict] = {"guidance_scale": 3.0, "top_k": 2000, "temperature": 1.0}
+    eol = True
 
     def __init__(self, model, tokenizer=None, vqgan=None, target_size: int | None = 768):
         model_attention(model)
@@ -117,60 +108,64 @@ class LuminaAdapter(VocabularyImageAdapter):
         return cls(model, load_tokenizer(path_or_id, tokenizer), vqgan,
                    target_size if target_size is not None else guess_target_size(path_or_id))
 
+    def components(self) -> tuple[dict, dict]:
+        """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""
+        return ({"transformer": self.model, "vqvae": self.vqgan, "tokenizer": self.tokenizer},
+                {"target_size": self.target_size})
+
+    @classmethod
+    def from_components(cls, transformer, vqvae=None, tokenizer=None, target_size: int | None = 768,
+                        **_) -> LuminaAdapter:
+        return cls(transformer, tokenizer, vqvae, target_size=target_size)
+
     # -- conditioning --------------------------------------------------------------------------------
-    def check_size(self, height: int, width: int) -> tuple[int, int]:
-        """Pixel size -> (rows, cols); refuses sizes the checkpoint cannot make."""
-        if height <= 0 or width <= 0 or height % PATCH or width % PATCH:
-            raise ValueError(f"Lumina-mGPT cannot make {width}x{height}: both sides must be positive multiples "
-                             f"of {PATCH} px (its size tokens count 32-px units)")
+    def grid_for(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
+        """(rows, cols) for a pixel size; None takes the checkpoint's training size (768 when unknown).
+        Refuses sizes the checkpoint cannot make."""
+        height, width = height or self.target_size or 768, width or self.target_size or 768
+        for name, side in (("height", height), ("width", width)):
+            if side <= 0 or side % PATCH:
+                raise SettingError(name, f"Lumina-mGPT cannot make {width}x{height}: both sides must be positive "
+                                         f"multiples of {PATCH} px (its size tokens count 32-px units); change {{name}}")
         if self.target_size is not None and (width, height) not in supported_sizes(self.target_size):
             sizes = supported_sizes(self.target_size)
             near = sorted(sizes, key=lambda s: abs(s[0] - width) + abs(s[1] - height))[:4]
-            raise ValueError(f"Lumina-mGPT-{self.target_size} was not trained for {width}x{height}: its sizes "
-                             f"are w*h <= {self.target_size}^2 in 32-px steps with aspect ratio <= 4, e.g. "
-                             f"{', '.join(f'{w}x{h}' for w, h in near)}")
+            raise SettingError("width", f"Lumina-mGPT-{self.target_size} was not trained for {width}x{height}: its "
+                                        f"sizes are w*h <= {self.target_size}^2 in 32-px steps with aspect ratio <= 4, "
+                                        f"e.g. {', '.join(f'{w}x{h}' for w, h in near)}; change {{other:width}} and "
+                                        "{other:height}")
         return height // self.factor, width // self.factor
-
-    def grid_for(self, height: int | None, width: int | None) -> tuple[int, int]:
-        """(rows, cols) for a pixel size; None takes the checkpoint's training size (768 when unknown)."""
-        return self.check_size(height or self.target_size or 768, width or self.target_size or 768)
 
     def image_header(self, rows: int, cols: int) -> list[int]:
         return [self.ids["boi"], SIZE_TOKEN_BASE + rows // 2, SIZE_TOKEN_BASE + cols // 2]
 
     def prompt_ids(self, prompt: str, height: int, width: int) -> list[int]:
-        if self.tokenizer is None:
-            raise ValueError("this Lumina adapter has no tokenizer: pass one, or use prepare_ids()")
         text = PROMPT_TEMPLATE.format(width=width, height=height, prompt=prompt)
         return encode(self.tokenizer, text, self.bos_id) + [self.ids["sep"]]
 
-    def _prepare(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
-                height: int | None = None, width: int | None = None, guidance_scale: float = 1.0) -> Conditioning:
-        height = height or self.target_size or 768
-        width = width or self.target_size or 768
-        rows, cols = self.grid_for(height, width)
-        prompts = as_prompt_list(prompt)
+    def token_rows(self, request: Request, guided: bool):
+        rows, cols = request.rows, request.cols
+        height, width = rows * self.factor, cols * self.factor
         header = self.image_header(rows, cols)
-        cond = [self.prompt_ids(p, height, width) + header for p in prompts]
-        uncond = None
-        if guidance_scale != 1.0:
-            negatives = broadcast_negative(negative_prompt, len(prompts))
-            uncond = ([self.prompt_ids(n, height, width) + header for n in negatives] if negatives
-                      else [list(header) for _ in prompts])
-        return self.prepare_ids(cond, uncond, rows, cols)
-
-    def prepare_ids(self, cond_ids, uncond_ids, rows: int, cols: int) -> Conditioning:
-        """Token-level entry: every row already ends with the image header (``image_header``)."""
-        if rows % 2 or cols % 2:
-            raise ValueError(f"Lumina-mGPT grids have even sides (size tokens count 2 x 2 tokens), got {rows}x{cols}")
-        return self._conditioning(cond_ids, uncond_ids, rows, cols, eol=True)
+        cond = [self.prompt_ids(p, height, width) + header for p in request.prompts]
+        if not guided:
+            return cond, None
+        if request.negative_prompts is not None:
+            return cond, [self.prompt_ids(n, height, width) + header for n in request.negative_prompts]
+        return cond, [list(header) for _ in cond]  # unconditional: the image header alone
 
     # -- model hooks ---------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, H, W) -> (B, 3, 16H, 16W) in [-1, 1] with Chameleon's VQGAN decoder."""
-        if self.vqgan is None:
-            raise ValueError("this Lumina-mGPT adapter has no VQGAN decoder: Chameleon's vqgan.ckpt + vqgan.yaml "
-                             "(Meta's Chameleon release, tokenizer/ folder) are needed; pass vqgan=<file or folder> "
-                             "to LuminaAdapter.from_pretrained")
+        missing = self.missing_decoder()
+        if missing:
+            raise SettingError("vqgan", missing)
         return self.vqgan(codes)
+
+    def missing_decoder(self) -> str | None:
+        if self.vqgan is None:
+            return ("this Lumina-mGPT model has no VQGAN decoder: Chameleon's vqgan.ckpt + vqgan.yaml (Meta's "
+                    "Chameleon release, tokenizer/ folder) are needed; put them in the model folder or give them "
+                    "with {name}")
+        return None

@@ -1,23 +1,27 @@
-"""LlamaGen behind the ZipAR model protocol (``zipar_core.models.base.ZipARModel``).
+"""LlamaGen behind the ZipAR model protocol (``zipar_core.protocol``).
 
 Sequence: ``cls_token_num`` condition slots (1 class token, or 120 T5 caption tokens, left-padded), then
 the rows x cols grid in raster order, no end-of-row token. A query's rotary position is the (row, col)
-of its slot, never the order it was decoded in (DESIGN rule 5).
+of its slot, never the order it was decoded in (docs/design.md, rule 5).
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 
 from ...cache import SlotKVCache
+from ...errors import SettingError
 from ...layout import TokenLayout
-from ..base import Conditioning
+from ...model_files import llamagen_parts
+from ...protocol import AdapterBase, Conditioning, Request
 from .gpt import LlamaGenTransformer
+from .loading import find_llamagen_files, load_llamagen_gpt, load_llamagen_vq
 from .vq import VQModel
 
 
-class LlamaGenAdapter:
+class LlamaGenAdapter(AdapterBase):
     family = "llamagen"
 
     def __init__(self, gpt: LlamaGenTransformer, vq: VQModel | None = None, t5=None):
@@ -35,12 +39,16 @@ class LlamaGenAdapter:
         self.num_classes = cfg.num_classes if cfg.model_type == "c2i" else None
         self.downsample = vq.downsample if vq is not None else 16  # VQ-16: 16 px per token side
         self.default_size = (side * self.downsample, side * self.downsample) if side else None
-        # Sampling defaults from the LlamaGen release: c2i cfg 2.0 (B/L) or 1.75 (XL and larger), the
-        # settings of its FID tables; t2i cfg 7.5 with top-k 1000 (its sample_t2i script).
-        if cfg.model_type == "c2i":
-            self.DEFAULTS = {"guidance_scale": 2.0 if cfg.dim <= 1024 else 1.75, "temperature": 1.0}
-        else:
-            self.DEFAULTS = {"guidance_scale": 7.5, "top_k": 1000, "temperature": 1.0}
+
+    @property
+    def variant(self) -> str:
+        """The registry variant whose defaults apply: "t2i", "c2i-xl" (XL and larger: cfg 1.75), "" (c2i
+        B/L), or what the checkpoint names itself (the demo model: "demo")."""
+        if self.config.variant:
+            return self.config.variant
+        if self.model_type == "t2i":
+            return "t2i"
+        return "c2i-xl" if self.config.dim > 1024 else ""
 
     @property
     def device(self) -> torch.device:
@@ -50,89 +58,143 @@ class LlamaGenAdapter:
     def dtype(self) -> torch.dtype:
         return self.gpt.tok_embeddings.weight.dtype
 
+    @classmethod
+    def from_pretrained(cls, path: str, vq_path: str | None = None, t5_path: str | None = None, *,
+                        torch_dtype=None, device=None, **kwargs) -> LlamaGenAdapter:
+        """A GPT checkpoint file (its VQ given or found beside it) or a folder of LlamaGen release files
+        (``load_model`` comes here for LlamaGen)."""
+        if os.path.isdir(path):
+            gpt, vq, t5 = find_llamagen_files(path)
+            path, vq_path, t5_path = gpt, vq_path or vq, t5_path or t5
+        if vq_path is None:
+            folder = os.path.dirname(os.path.abspath(path))
+            beside = llamagen_parts(folder)[1]  # the VQ checkpoints beside the GPT file
+            vq_path = os.path.join(folder, beside[0]) if len(beside) == 1 else None
+        if vq_path is None:
+            raise SettingError("vq_path", f"no VQ tokenizer for {path}: give it with {{name}} or put one VQ "
+                                          "checkpoint (e.g. vq_ds16_c2i.pt) beside it")
+        return load_llamagen(path, vq_path, t5_path, dtype=torch_dtype or torch.float32,
+                             device=device or ("cuda" if torch.cuda.is_available() else "cpu"), **kwargs)
+
+    # -- pipeline components ------------------------------------------------------------------------
+    def components(self) -> tuple[dict, dict]:
+        """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""
+        t5 = self.t5
+        return {"transformer": self.gpt, "vqvae": self.vq, "text_encoder": t5.model if t5 else None,
+                "tokenizer": t5.tokenizer if t5 else None}, {}
+
+    @classmethod
+    def from_components(cls, transformer, vqvae=None, text_encoder=None, tokenizer=None, **_) -> LlamaGenAdapter:
+        t5 = None
+        if text_encoder is not None:
+            from .t5 import T5CaptionEncoder
+
+            t5 = T5CaptionEncoder.from_modules(text_encoder, tokenizer, transformer.config.cls_token_num)
+        return cls(transformer, vqvae, t5=t5)
+
     # -- conditioning -------------------------------------------------------------------------------
     def layout(self, rows: int | None = None, cols: int | None = None) -> TokenLayout:
-        rows, cols = self._grid(rows, cols)
-        return TokenLayout(rows, cols, prefix=self.prefix, eol=False)
+        return TokenLayout(*self.grid_for(rows=rows, cols=cols), prefix=self.prefix, eol=False)
 
-    def grid_for(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
-        """(rows, cols) for an image size in pixels (None: the trained size); multiples of 16 px."""
+    def grid_for(self, height: int | None = None, width: int | None = None, rows: int | None = None,
+                 cols: int | None = None) -> tuple[int, int]:
+        """(rows, cols) for an image size in pixels (multiples of the token size), or a grid in tokens
+        (``rows``/``cols``); None: the trained size."""
         f = self.downsample
         for name, v in (("height", height), ("width", width)):
             if v is not None and (v <= 0 or v % f):
-                raise ValueError(f"{name} {v} is not a positive multiple of {f} px (one LlamaGen token is {f} px)")
-        return self._grid(None if height is None else height // f, None if width is None else width // f)
-
-    def _grid(self, rows: int | None, cols: int | None) -> tuple[int, int]:
+                raise SettingError(name, f"{{name}} {v} is not a positive multiple of {f} px (one LlamaGen token is "
+                                         f"{f} px)")
+        rows = rows if rows is not None else None if height is None else height // f
+        cols = cols if cols is not None else None if width is None else width // f
         if rows is None or cols is None:
             if self.default_grid is None:
-                raise ValueError("give the image size: this model's block size is not a square grid")
+                raise SettingError("height", "give the image size ({other:height} and {other:width}): this model's "
+                                             "block size is not a square grid")
             rows, cols = rows or self.default_grid[0], cols or self.default_grid[1]
-        cfg, f = self.config, self.downsample
+        cfg = self.config
         trained = (f"{self.default_grid[0]}x{self.default_grid[1]} tokens ({self.default_size[1]}x"
                    f"{self.default_size[0]} px)" if self.default_grid else f"{cfg.block_size} tokens")
         if rows * cols > cfg.block_size:
             # The rotary embedding would extrapolate to any grid, but sequences longer than the training
             # grid are untested territory for these checkpoints; refuse rather than return garbage.
-            raise ValueError(f"grid {rows}x{cols} tokens ({cols * f}x{rows * f} px, {rows * cols} tokens) is larger "
-                             f"than the {trained} grid this LlamaGen model was trained on; use at most "
-                             f"{cfg.block_size} tokens")
+            raise SettingError("height" if rows > (self.default_grid or (rows,))[0] else "width",
+                               f"grid {rows}x{cols} tokens ({cols * f}x{rows * f} px, {rows * cols} tokens) is larger "
+                               f"than the {trained} grid this LlamaGen model was trained on; use at most "
+                               f"{cfg.block_size} tokens (change {{other:height}} / {{other:width}})")
         if self.default_grid and (rows > self.default_grid[0] or cols > self.default_grid[1]):
             warnings.warn(f"grid {rows}x{cols}: a side is longer than the trained {trained} grid; rotary "
                           f"positions beyond it were never seen in training", stacklevel=3)
         return rows, cols
 
-    def prepare(self, *, prompts=None, class_labels=None, negative_prompts=None, height: int | None = None,
-                width: int | None = None, guidance_scale: float = 1.0, captions=None, caption_mask=None,
-                negative_captions=None, rows: int | None = None, cols: int | None = None) -> Conditioning:
-        """Condition a batch. c2i: ``class_labels`` (B,) ints. t2i: ``prompts`` (needs the T5 encoder) or
-        ``captions`` (B, T, caption_dim) T5 features with ``caption_mask`` (B, T) bool, left-padded (or a
-        (captions, mask) tuple). Size: ``height``/``width`` px or ``rows``/``cols`` tokens (None: trained).
-        With guidance_scale != 1 the rows are [cond; uncond]: the null class (c2i), or the learned empty
-        caption, or ``negative_prompts`` / ``negative_captions`` when given (t2i)."""
-        if rows is None and cols is None:
-            rows, cols = self.grid_for(height, width)
-        else:
-            rows, cols = self._grid(rows, cols)
-        guidance = guidance_scale != 1.0
+    def missing_decoder(self) -> str | None:
+        if self.vq is None:
+            return "no VQ tokenizer loaded: give the VQ checkpoint (vq_ds16_c2i.pt) with {name} to decode images"
+        return None
+
+    def missing_text_encoder(self) -> str | None:
+        if self.t5 is None:
+            return ("text-to-image LlamaGen needs the FLAN-T5 encoder to read prompts: load it (t5_path=, the "
+                    "google/flan-t5-xl folder) or give T5 caption features to encode_captions()")
+        return None
+
+    def encode(self, request: Request, guidance_scale: float = 1.0) -> Conditioning:
+        """c2i: the class embeddings (uncond: the null class); t2i: T5 features of the prompts (uncond:
+        the learned empty caption, or the negative prompts)."""
         if self.model_type == "c2i":
-            if captions is not None or prompts is not None or negative_prompts is not None:
-                raise ValueError("this is a class-conditional LlamaGen model: give class_labels (0.."
-                                 f"{self.config.num_classes - 1}), not prompts or captions")
-            emb, valid, b = self._class_condition(class_labels, guidance)
-        else:
-            if class_labels is not None:
-                raise ValueError("this is a text-to-image LlamaGen model: give prompts (or captions), not class labels")
-            emb, valid, b = self._text_condition(prompts, captions, caption_mask, negative_prompts,
-                                                 negative_captions, guidance)
+            emb, valid, b = self._class_condition(request.class_labels, guidance_scale != 1.0)
+            return self._conditioning(emb, valid, b, request.rows, request.cols, guidance_scale)
+        captions = self.t5.encode(request.prompts)
+        guided = guidance_scale != 1.0
+        negatives = self.t5.encode(request.negative_prompts) if guided and request.negative_prompts else None
+        return self.encode_captions(captions, negative_captions=negatives, rows=request.rows, cols=request.cols,
+                                    guidance_scale=guidance_scale)
+
+    def encode_captions(self, captions, caption_mask=None, negative_captions=None, rows: int | None = None,
+                        cols: int | None = None, height: int | None = None, width: int | None = None,
+                        guidance_scale: float = 1.0) -> Conditioning:
+        """Text-to-image from precomputed T5 features: ``captions`` (B, T, caption_dim), left-padded, with
+        ``caption_mask`` (B, T) bool (or a (captions, mask) tuple); ``negative_captions`` likewise for the
+        unconditional rows (default: LlamaGen's learned empty caption). Size as in ``grid_for``."""
+        if self.model_type != "t2i":
+            raise SettingError("class_labels", "this is a class-conditional LlamaGen model: give {name}, not captions")
+        rows, cols = self.grid_for(height, width, rows=rows, cols=cols)
+        guidance = guidance_scale != 1.0
+        caps, mask = self._captions(captions, caption_mask)
+        b = caps.shape[0]
+        if guidance:
+            if negative_captions is not None:
+                ncaps, nmask = self._captions(negative_captions, None)
+                if ncaps.shape[0] != b:
+                    raise SettingError("negative_prompt", f"got {ncaps.shape[0]} negative prompts for {b} prompts")
+            else:
+                # LlamaGen's own unconditional row: the learned empty caption, full length, under the
+                # prompt's own padding mask.
+                ncaps = self.gpt.cls_embedding.uncond_embedding.to(caps.dtype).expand(b, -1, -1)
+                nmask = mask
+            caps, mask = torch.cat([caps, ncaps]), torch.cat([mask, nmask])
+        with torch.no_grad():
+            emb = self.gpt.embed_captions(caps)  # (rows, T, dim)
+        return self._conditioning(emb, mask, b, rows, cols, guidance_scale)
+
+    def _conditioning(self, emb, valid, b: int, rows: int, cols: int, guidance_scale: float) -> Conditioning:
         layout = TokenLayout(rows, cols, prefix=self.prefix, eol=False)
         f = self.downsample
-        return Conditioning(layout=layout, batch_size=b, guidance=guidance, prefix_valid=valid,
+        return Conditioning(layout=layout, batch_size=b, guidance=guidance_scale != 1.0, prefix_valid=valid,
                             payload=emb.to(self.dtype),
                             extras={"guidance_scale": guidance_scale, "height": rows * f, "width": cols * f})
 
-    def _class_condition(self, class_labels, guidance: bool):
-        if class_labels is None:
-            raise ValueError("class-conditional LlamaGen needs class_labels")
-        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-        n_cls = self.config.num_classes
-        bad = labels[(labels < 0) | (labels >= n_cls)]
-        if bad.numel():
-            raise ValueError(f"class_labels {bad.tolist()} out of range: this model has classes 0..{n_cls - 1}")
-        labels = labels.to(self.device)
+    def _class_condition(self, labels: list[int], guidance: bool):
+        labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
         b = labels.shape[0]
         if guidance:
-            labels = torch.cat([labels, torch.full_like(labels, n_cls)])  # null class = num_classes
+            labels = torch.cat([labels, torch.full_like(labels, self.config.num_classes)])  # null class = num_classes
         with torch.no_grad():
             emb = self.gpt.embed_labels(labels)  # (rows, 1, dim)
         return emb, torch.ones(emb.shape[0], 1, dtype=torch.bool, device=self.device), b
 
-    def _captions(self, prompts, captions, caption_mask, what: str):
+    def _captions(self, captions, caption_mask):
         """-> features (B, T, caption_dim) with padding zeroed, mask (B, T) bool, on the model device."""
-        if prompts is not None:
-            if self.t5 is None:
-                raise ValueError(f"{what} need the FLAN-T5 encoder: load it (t5_path=) or pass T5 caption embeddings")
-            captions, caption_mask = self.t5.encode([prompts] if isinstance(prompts, str) else list(prompts))
         if isinstance(captions, (tuple, list)):
             captions, caption_mask = captions
         t, cd = self.prefix, self.config.caption_dim
@@ -144,28 +206,6 @@ class LlamaGenAdapter:
             raise ValueError(f"caption_mask must be ({b}, {t}), got {tuple(mask.shape)}")
         mask = mask.to(self.device)
         return captions.to(self.device) * mask[..., None], mask  # padded features zeroed, as LlamaGen does
-
-    def _text_condition(self, prompts, captions, caption_mask, negative_prompts, negative_captions, guidance):
-        if prompts is None and captions is None:
-            raise ValueError("text-to-image LlamaGen needs prompts (or T5 captions + mask)")
-        caps, mask = self._captions(prompts, captions, caption_mask, "prompts")
-        b = caps.shape[0]
-        if guidance:
-            if negative_prompts is not None or negative_captions is not None:
-                if isinstance(negative_prompts, str):
-                    negative_prompts = [negative_prompts] * b
-                ncaps, nmask = self._captions(negative_prompts, negative_captions, None, "negative prompts")
-                if ncaps.shape[0] != b:
-                    raise ValueError(f"negative prompts: got {ncaps.shape[0]} for {b} prompts")
-            else:
-                # LlamaGen's own unconditional row: the learned empty caption, full length, under the
-                # prompt's own padding mask.
-                ncaps = self.gpt.cls_embedding.uncond_embedding.to(caps.dtype).expand(b, -1, -1)
-                nmask = mask
-            caps, mask = torch.cat([caps, ncaps]), torch.cat([mask, nmask])
-        with torch.no_grad():
-            emb = self.gpt.embed_captions(caps)  # (rows, T, dim)
-        return emb, mask, b
 
     # -- decoding -----------------------------------------------------------------------------------
     def new_cache(self, cond: Conditioning, num_slots: int) -> SlotKVCache:
@@ -208,7 +248,28 @@ class LlamaGenAdapter:
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, H, W) -> images (B, 3, 16H, 16W) in [-1, 1]."""
-        if self.vq is None:
-            raise ValueError("no VQ tokenizer loaded: load_llamagen(..., vq_path=...) is needed to decode")
+        missing = self.missing_decoder()
+        if missing:
+            raise SettingError("vq_path", missing)
         dev = self.vq.post_quant_conv.weight.device
         return self.vq.decode_codes(codes.to(dev).long()).float().clamp_(-1, 1)
+
+
+def load_llamagen(gpt_path, vq_path, t5_path=None, *, preset: str | None = None,
+                  model_type: str | None = None, image_size: int | None = None,
+                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                  vq_dtype: torch.dtype = torch.float32, t5_dtype: torch.dtype | None = None,
+                  **gpt_overrides):
+    """GPT + VQ (+ FLAN-T5 folder for t2i) -> LlamaGenAdapter. The VQ decoder stays float32 by default.
+    ``gpt_overrides`` go to the GPT loader (e.g. ``n_head`` for a file that matches no preset, or
+    ``pixels_per_token`` for a tokenizer other than VQ-16 when the file's metadata does not say)."""
+    gpt = load_llamagen_gpt(gpt_path, preset=preset, model_type=model_type, image_size=image_size,
+                            dtype=dtype, device=device, **gpt_overrides)
+    vq = load_llamagen_vq(vq_path, dtype=vq_dtype, device=device) if vq_path is not None else None
+    t5 = None
+    if t5_path is not None:
+        from .t5 import T5CaptionEncoder
+
+        t5 = T5CaptionEncoder(t5_path, device=device, dtype=t5_dtype or dtype,
+                              max_length=gpt.config.cls_token_num)
+    return LlamaGenAdapter(gpt, vq, t5=t5)

@@ -52,6 +52,7 @@ class LlamaGenConfig:
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     block_size: int = 256  # image tokens of the trained grid (16x16, 24x24, 32x32)
+    variant: str = ""  # registry variant naming its decoding defaults ("demo"); "" = read off the config
 
     def __post_init__(self):
         if self.model_type not in ("c2i", "t2i"):

@@ -17,7 +17,15 @@ import re
 import torch
 from torch import nn
 
-from ...checkpoints import CheckpointError, format_key_mismatch, format_shape_mismatch, load_state_dict
+from ...checkpoints import (
+    CheckpointError,
+    CheckpointSettingError,
+    format_key_mismatch,
+    format_shape_mismatch,
+    load_state_dict,
+)
+from ...errors import SettingError
+from ...model_files import llamagen_parts
 from .gpt import PRESETS, LlamaGenConfig, LlamaGenTransformer
 from .vq import VQConfig, VQModel
 
@@ -101,8 +109,9 @@ def infer_gpt_config(sd: dict, path: str = "<memory>", preset: str | None = None
                 nl, _nh, d = PRESETS.get(preset if preset.startswith("GPT-") else f"GPT-{preset}", (None,) * 3)
                 raise CheckpointError(f"{path} has {n_layer} layers of width {dim}, which is not preset {preset} "
                                       f"({nl} layers of width {d})")
-            raise CheckpointError(f"{path}: {n_layer} layers of width {dim} match no LlamaGen preset "
-                                  f"({', '.join(PRESETS)}); pass n_head= to load it")
+            raise CheckpointSettingError("n_head", f"{path}: {n_layer} layers of width {dim} match no LlamaGen preset "
+                                         f"({', '.join(PRESETS)}); give its number of attention heads with {{name}} "
+                                         "to load it")
     head_dim = dim // n_head
     qkv_rows = sd["layers.0.attention.wqkv.weight"].shape[0]
     n_kv_head = (qkv_rows // head_dim - n_head) // 2
@@ -110,10 +119,10 @@ def infer_gpt_config(sd: dict, path: str = "<memory>", preset: str | None = None
     if image_size is None:
         image_size = image_size_from_name(path)
     if image_size is None:
-        raise ValueError(f"cannot tell the image size LlamaGen model {path} was trained at from its name; "
-                         f"pass image_size= (256, 384 or 512)")
+        raise SettingError("image_size", f"cannot tell the image size LlamaGen model {path} was trained at from its "
+                                         "name; give it with {name} (256, 384 or 512)")
     if image_size % pixels_per_token:
-        raise ValueError(f"image_size {image_size} is not a multiple of {pixels_per_token} px per token")
+        raise SettingError("image_size", f"{{name}} {image_size} is not a multiple of {pixels_per_token} px per token")
     side = image_size // pixels_per_token
 
     cfg = {"dim": dim, "n_layer": n_layer, "n_head": n_head, "n_kv_head": None if n_kv_head == n_head else n_kv_head,
@@ -174,8 +183,9 @@ def _read(path) -> tuple[str, dict]:
 _METADATA_INTS = ("n_head", "image_size", "pixels_per_token")
 
 
-def _config_metadata(path: str) -> dict[str, int]:
-    """``n_head`` / ``image_size`` / ``pixels_per_token`` from a safetensors file's metadata ({} if none)."""
+def _config_metadata(path: str) -> dict:
+    """``n_head`` / ``image_size`` / ``pixels_per_token`` (ints) and ``variant`` (the registry variant whose
+    defaults apply, e.g. "demo") from a safetensors file's metadata ({} if none)."""
     if not path.endswith(".safetensors"):
         return {}
     from safetensors import safe_open
@@ -189,6 +199,9 @@ def _config_metadata(path: str) -> dict[str, int]:
                 out[key] = int(meta[key])
             except ValueError:
                 raise CheckpointError(f"{path}: metadata {key}={meta[key]!r} is not a whole number") from None
+    variant = meta.get("variant") or ("demo" if meta.get("what", "").startswith("zipar demo") else "")
+    if variant:
+        out["variant"] = variant
     return out
 
 
@@ -208,6 +221,8 @@ def load_llamagen_gpt(path, preset: str | None = None, model_type: str | None = 
         pixels_per_token = meta.get("pixels_per_token", PIXELS_PER_TOKEN)
     if preset is None and "n_head" in meta:
         overrides.setdefault("n_head", meta["n_head"])
+    if "variant" in meta:
+        overrides.setdefault("variant", meta["variant"])
     sd = {k: v for k, v in sd.items() if not _DERIVED_GPT_KEY.match(k)}  # recomputed / reallocated here
     if not is_gpt_state_dict(sd):
         hint = " Give it as the VQ checkpoint instead." if is_vq_state_dict(sd) else ""
@@ -238,23 +253,12 @@ def load_llamagen_vq(path, dtype: torch.dtype = torch.float32, device: torch.dev
     return model.to(device=device, dtype=dtype).eval()
 
 
-def load_llamagen(gpt_path, vq_path, t5_path=None, *, preset: str | None = None,
-                  model_type: str | None = None, image_size: int | None = None,
-                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                  vq_dtype: torch.dtype = torch.float32, t5_dtype: torch.dtype | None = None,
-                  **gpt_overrides):
-    """GPT + VQ (+ FLAN-T5 folder for t2i) -> LlamaGenAdapter. The VQ decoder stays float32 by default.
-    ``gpt_overrides`` go to the GPT loader (e.g. ``n_head`` for a file that matches no preset, or
-    ``pixels_per_token`` for a tokenizer other than VQ-16 when the file's metadata does not say)."""
-    from .adapter import LlamaGenAdapter
-
-    gpt = load_llamagen_gpt(gpt_path, preset=preset, model_type=model_type, image_size=image_size,
-                            dtype=dtype, device=device, **gpt_overrides)
-    vq = load_llamagen_vq(vq_path, dtype=vq_dtype, device=device) if vq_path is not None else None
-    t5 = None
-    if t5_path is not None:
-        from .t5 import T5CaptionEncoder
-
-        t5 = T5CaptionEncoder(t5_path, device=device, dtype=t5_dtype or dtype,
-                              max_length=gpt.config.cls_token_num)
-    return LlamaGenAdapter(gpt, vq, t5=t5)
+def find_llamagen_files(folder: str) -> tuple[str, str | None, str | None]:
+    """(gpt, vq, t5 folder) inside a LlamaGen model folder, chosen by name; errors list what was found."""
+    gpt, vq, t5 = llamagen_parts(folder)
+    if len(gpt) != 1 or len(vq) > 1:
+        raise ValueError(
+            f"{folder} is neither a transformers model folder (no config.json) nor a LlamaGen folder with one "
+            f"GPT checkpoint and one VQ checkpoint (name containing 'vq'): found {gpt + vq or 'no checkpoint files'}")
+    join = lambda names: os.path.join(folder, names[0]) if names else None  # noqa: E731
+    return join(gpt), join(vq), join(t5)

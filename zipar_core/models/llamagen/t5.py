@@ -51,6 +51,13 @@ class T5CaptionEncoder:
         self.max_length = max_length
         self.clean = clean
 
+    @classmethod
+    def from_modules(cls, model, tokenizer, max_length: int = 120, clean: bool = True) -> T5CaptionEncoder:
+        """Around an already loaded encoder and tokenizer (a pipeline's components)."""
+        enc = cls.__new__(cls)
+        enc.model, enc.tokenizer, enc.max_length, enc.clean = model.eval(), tokenizer, max_length, clean
+        return enc
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -1,8 +1,5 @@
-"""The ``zipar`` command line."""
+"""``zipar steps``: forward passes of every decoding mode for a token grid (no model, no torch)."""
 from __future__ import annotations
-
-import argparse
-import sys
 
 
 def steps_table(rows: int, cols: int, eol: bool = False, windows: list[int] | None = None) -> str:
@@ -11,8 +8,9 @@ def steps_table(rows: int, cols: int, eol: bool = False, windows: list[int] | No
     Fixed windows are exact (eq. 1); adaptive counts depend on the sampled tokens, so the table gives their
     lower bound: every row pays at least one verification pass (offset s_min + 1).
     """
-    from .zipar_core import ZipARConfig, count_passes
-    from .zipar_core.layout import TokenLayout
+    from ..zipar_core.config import ZipARConfig
+    from ..zipar_core.layout import TokenLayout
+    from ..zipar_core.schedule import count_passes
 
     layout = TokenLayout(rows, cols, prefix=1, eol=eol)
     ntp = count_passes(layout, ZipARConfig(mode="ntp"))
@@ -31,34 +29,14 @@ def steps_table(rows: int, cols: int, eol: bool = False, windows: list[int] | No
     return "\n".join(lines)
 
 
-def _steps(args) -> None:
-    print(steps_table(args.rows, args.cols, args.eol, args.windows))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zipar", description="ZipAR parallel decoding for AR image models")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_parser(sub) -> None:
     p = sub.add_parser("steps", help="forward passes of every decoding mode for a token grid")
     p.add_argument("--rows", type=int, default=24)
     p.add_argument("--cols", type=int, default=24)
     p.add_argument("--eol", action="store_true", help="the model feeds an end-of-row token (Lumina, Emu3)")
     p.add_argument("--windows", type=int, nargs="*", help="windows to list (default: a few)")
-    p.set_defaults(func=_steps)
-    from .bench import add_parser as add_bench
-    from .demo import add_parser as add_demo
-    from .sampling_cli import add_parsers as add_sampling
-
-    add_demo(sub)
-    add_bench(sub)
-    add_sampling(sub)  # generate, sample (ZipARPipeline; diffusers is imported only when they run)
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except ValueError as e:  # bad input: say what is wrong, no traceback
-        print(f"zipar: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    p.set_defaults(func=run)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args) -> None:
+    print(steps_table(args.rows, args.cols, args.eol, args.windows))

@@ -1,18 +1,23 @@
-"""A tiny generic AR image model for sampler tests: class-conditional, optional EOL layout.
+"""What the tests share: small test-only models and helpers. The tiny models of the real families come from
+the package (``zipar.zipar_core.models.tiny``, the registry's builders); no test module imports another.
 
-It is deliberately not LlamaGen: 1-D learned positions by slot, so tests cover EOL layouts and models
-whose positions are raster slots. ``full_forward`` is the uncached reference: one causal pass over a
-whole token sequence, the computation every cached pass must reproduce.
+- ``ToyAR``: a tiny generic AR image model for sampler tests: class-conditional, optional EOL layout. It is
+  deliberately not LlamaGen: 1-D learned positions by slot, so tests cover EOL layouts and models whose
+  positions are raster slots. ``full_forward`` is the uncached reference: one causal pass over a whole
+  token sequence, the computation every cached pass must reproduce. ``Recorder`` keeps every forward.
+- ``tiny_gpt`` / ``tiny_vq``: LlamaGen parts with norms away from 1 (so a wrong norm cannot hide).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-
 from zipar.zipar_core.cache import SlotKVCache
 from zipar.zipar_core.layout import TokenLayout
-from zipar.zipar_core.models.base import EOL_TOKEN, Conditioning
+from zipar.zipar_core.models.llamagen import LlamaGenConfig, LlamaGenTransformer, VQConfig, VQModel
+from zipar.zipar_core.models.tiny import tiny_llamagen_parts as tiny_llamagen  # noqa: F401  (GPT + 16-px VQ)
+from zipar.zipar_core.models.tiny import word_tokenizer
+from zipar.zipar_core.protocol import EOL_TOKEN, Conditioning
 
 
 class ToyAR(nn.Module):
@@ -97,3 +102,64 @@ class Recorder:
         logits = self.model.forward(cond, tokens, slots, visible, cache)
         self.calls.append((tokens.clone(), slots.clone(), logits.clone()))
         return logits
+
+
+# -- LlamaGen parts -----------------------------------------------------------------------------------
+
+T2I_PREFIX = 6  # tiny stand-in for the 120 caption tokens
+
+
+def tiny_config(model_type="c2i", block_size=36, **kw) -> LlamaGenConfig:
+    cfg = {"dim": 64, "n_layer": 2, "n_head": 4, "vocab_size": 96, "num_classes": 10, "caption_dim": 24, "multiple_of": 32,
+               "model_type": model_type, "block_size": block_size, "cls_token_num": 1 if model_type == "c2i" else T2I_PREFIX}
+    cfg.update(kw)
+    return LlamaGenConfig(**cfg)
+
+
+def tiny_gpt(model_type="c2i", seed=0, **kw) -> LlamaGenTransformer:
+    torch.manual_seed(seed)
+    model = LlamaGenTransformer(tiny_config(model_type, **kw))
+    with torch.no_grad():  # norms away from 1 so a wrong norm cannot hide
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+def tiny_vq(seed=0) -> VQModel:
+    torch.manual_seed(seed)
+    return VQModel(VQConfig(codebook_size=96, codebook_embed_dim=8, z_channels=16, ch=32, ch_mult=(1, 2),
+                            num_res_blocks=1)).eval()
+
+
+def caption_batch(b, p, dim, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    caps = torch.randn(b, p, dim, generator=g)
+    mask = torch.ones(b, p, dtype=torch.bool)
+    mask[0, :2] = False  # left padding on the first caption
+    if b > 1:
+        mask[1, :4] = False
+    return caps * mask[..., None], mask
+
+
+def tiny_t5():
+    from transformers import T5Config, T5EncoderModel
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    words = ["a", "cat", "dog", "red", "blue", "on", "the", "mat", "photo", "of"]
+    vocab = {w: i for i, w in enumerate(specials + words)}
+    torch.manual_seed(1)
+    model = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4))
+    tok = word_tokenizer(vocab, specials, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return model.eval(), tok
+
+
+# -- pipelines ----------------------------------------------------------------------------------------
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def quiet(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

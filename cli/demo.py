@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="NTP vs ZipAR on the embedded demo model: passes, seconds, images side by side")
     p.add_argument("--windows", type=int, nargs="+", default=[4, 2], help="ZipAR fixed windows to run")
     p.add_argument("--adaptive", type=int, nargs="*", default=[3], help="adaptive minimum windows to run")
-    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's (2.0 for the demo model)")
     p.add_argument("--batch-size", type=int, default=10,
                    help="images per mode (demo model: classes 0..9 in turn, one generate() call)")
     p.add_argument("--seed", type=int, default=0)
@@ -28,54 +28,41 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def random_llamagen(preset: str, grid: int, device: str = "cpu", seed: int = 0):
-    """A class-conditional LlamaGen with random weights (no download)."""
-    import torch
-
-    from .zipar_core.models.llamagen import LlamaGenAdapter, LlamaGenConfig, LlamaGenTransformer
-
-    torch.manual_seed(seed)
-    if preset == "tiny":
-        cfg = LlamaGenConfig(dim=256, n_layer=4, n_head=8, vocab_size=4096, num_classes=10,
-                             block_size=grid * grid, multiple_of=64)
-    else:
-        cfg = LlamaGenConfig.from_preset(preset, "c2i", grid * grid)
-    return LlamaGenAdapter(LlamaGenTransformer(cfg).to(device).eval())
-
-
 def run(args) -> None:
     import torch
 
-    from .zipar_core import ZipARConfig, generate
+    from ..zipar_core import ZipARConfig, generate
+    from ..zipar_core.models import registry
 
     random = args.random or args.preset is not None
+    t = time.perf_counter()
     if random:
         preset = args.preset or "tiny"
-        model = random_llamagen(preset, args.grid, args.device, args.seed)
+        model = registry.build_tiny("llamagen", preset=preset, grid=args.grid, device=args.device, seed=args.seed)
         rows = cols = args.grid
-        print(f"LlamaGen {preset} with RANDOM weights (timings are real, images would be noise), "
-              f"{rows}x{cols} tokens, batch {args.batch_size}, guidance {args.guidance_scale}, {args.device}")
+        about = f"LlamaGen {preset} with RANDOM weights (timings are real, images would be noise)"
     else:
-        from .demo_model import CLASSES, load_demo_model
+        from ..demo_model import CLASSES, load_demo_model
 
-        t = time.perf_counter()
         model = load_demo_model(device=args.device)
         rows, cols = model.default_grid
-        print(f"embedded demo model (LlamaGen architecture, {model.config.n_layer} layers, dim {model.config.dim}, "
-              f"trained on procedural shapes; loaded in {time.perf_counter() - t:.1f} s): {rows}x{cols} tokens = "
-              f"{model.default_size[1]}x{model.default_size[0]} px, batch {args.batch_size}, guidance "
-              f"{args.guidance_scale}, {args.device}, torch threads: {torch.get_num_threads()}")
+        about = (f"embedded demo model (LlamaGen architecture, {model.config.n_layer} layers, dim {model.config.dim}, "
+                 f"trained on procedural shapes; loaded in {time.perf_counter() - t:.1f} s)")
+    guidance = registry.resolve(model, guidance_scale=args.guidance_scale)["guidance_scale"]
+    print(f"{about}: {rows}x{cols} tokens = {cols * model.downsample}x{rows * model.downsample} px, batch "
+          f"{args.batch_size}, guidance {guidance}, {args.device}, torch threads: {torch.get_num_threads()}")
+    if not random:
         print("classes: " + ", ".join(CLASSES[i % len(CLASSES)] for i in range(args.batch_size)))
     labels = [i % model.config.num_classes for i in range(args.batch_size)]
-    cond = model.prepare(class_labels=labels, rows=rows, cols=cols, guidance_scale=args.guidance_scale)
-    configs = [("ntp", ZipARConfig(mode="ntp"))]
-    configs += [(f"fixed s={s}", ZipARConfig(mode="fixed", window=s)) for s in args.windows]
-    configs += [(f"adaptive s_min={s}", ZipARConfig(mode="adaptive", window=s)) for s in args.adaptive]
-    generate(model, cond, ZipARConfig(window=max(1, cols // 2), guidance_scale=args.guidance_scale))  # warm-up
+    cond = model.prepare(class_labels=labels, rows=rows, cols=cols, guidance_scale=guidance)
+    configs = [("ntp", ZipARConfig(mode="ntp", guidance_scale=guidance))]
+    configs += [(f"fixed s={s}", ZipARConfig(mode="fixed", window=s, guidance_scale=guidance)) for s in args.windows]
+    configs += [(f"adaptive s_min={s}", ZipARConfig(mode="adaptive", window=s, guidance_scale=guidance))
+                for s in args.adaptive]
+    generate(model, cond, ZipARConfig(window=max(1, cols // 2), guidance_scale=guidance))  # warm-up
     print(f"{'mode':<20}{'passes':>8}{'seconds':>10}{'pass ratio':>12}{'speed-up':>10}")
     base, results = None, []
     for name, cfg in configs:
-        cfg.guidance_scale = args.guidance_scale
         gens = [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.batch_size)]
         t = time.perf_counter()
         result = generate(model, cond, cfg, generator=gens)

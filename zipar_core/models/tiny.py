@@ -1,23 +1,30 @@
-"""Tiny random Janus / Emu3 / Chameleon models and word-level tokenizers, built offline in milliseconds.
+"""Tiny random models of every family, built offline in milliseconds: the registry's ``tiny`` builders
+(``registry.build_tiny(name)``), used by the tests and the benchmarks.
 
 Weights are random (seeded), scaled up where the default init makes greedy decoding collapse onto one
 token (found by trying): exactness tests need varied, position-dependent argmaxes to mean something.
+``*_size`` arguments override config entries (the benchmarks build larger random models this way), and
+``preset`` builds a LlamaGen of a real size (GPT-B, GPT-L, ...) with random weights.
+
+Imports transformers and tokenizers (the transformers families) or nothing beyond torch (LlamaGen) when
+a builder runs.
 """
 from __future__ import annotations
 
 import re
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 WORDS = ["a", "cat", "dog", "red", "blue", "on", "the", "mat", "photo", "of", "lowres", "bad", "Generate", "an",
          "image", "according", "to", "following", "prompt", "User", "Assistant", "x", "*", ":", "<|", "|>", "|>:"]
 WORDS += [str(i) for i in range(10)]
 
 
-def word_tokenizer(vocab: dict[str, int], specials: list[str], **named) -> PreTrainedTokenizerFast:
+def word_tokenizer(vocab: dict[str, int], specials: list[str], **named):
     """Word-level tokenizer over ``vocab``; ``specials`` are matched whole; named: bos_token=..., etc."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=named.get("unk_token", specials[0])))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(True)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **named)
@@ -126,3 +133,85 @@ def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512, text_siz
     tok = word_tokenizer({k: v for k, v in vocab.items() if not re.match(r"IMGIMG", k)}, specials,
                          unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
     return model, tok
+
+
+# -- LlamaGen ----------------------------------------------------------------------------------------
+
+def tiny_llamagen_parts(model_type="c2i", seed=0):
+    """GPT and VQ for a 4x4 grid, 64 codes, VQ with 16 px per token (64x64 images); t2i with 8 caption
+    tokens of width 32."""
+    from .llamagen import LlamaGenConfig, LlamaGenTransformer, VQConfig, VQModel
+
+    torch.manual_seed(seed)
+    extra = {"model_type": "t2i", "caption_dim": 32, "cls_token_num": 8} if model_type == "t2i" else {}
+    gpt = LlamaGenTransformer(LlamaGenConfig(dim=64, n_layer=2, n_head=4, vocab_size=64, num_classes=10, block_size=16,
+                                             multiple_of=32, **extra))
+    with torch.no_grad():
+        for p in gpt.parameters():  # sharper logits: varied, seed-dependent samples
+            p.mul_(3.0)
+    vq = VQModel(VQConfig(codebook_size=64, ch=32, ch_mult=(1, 1, 1, 1, 1), z_channels=16, num_res_blocks=1))
+    return gpt.eval(), vq.eval()
+
+
+def random_llamagen(preset: str, grid: int, device="cpu", seed: int = 0):
+    """A class-conditional LlamaGen GPT with random weights (no VQ): 'tiny' (dim 256, 4 layers, 4096 codes,
+    10 classes) or a LlamaGen size (GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-3B) on a grid x grid token grid."""
+    from .llamagen import LlamaGenAdapter, LlamaGenConfig, LlamaGenTransformer
+
+    torch.manual_seed(seed)
+    if preset == "tiny":
+        cfg = LlamaGenConfig(dim=256, n_layer=4, n_head=8, vocab_size=4096, num_classes=10,
+                             block_size=grid * grid, multiple_of=64)
+    else:
+        cfg = LlamaGenConfig.from_preset(preset, "c2i", grid * grid)
+    return LlamaGenAdapter(LlamaGenTransformer(cfg).to(device).eval())
+
+
+def tiny_llamagen(model_type="c2i", seed=0, preset: str | None = None, grid: int = 16, device="cpu"):
+    """A LlamaGen adapter: the tiny 4x4 model with its 16-px VQ, or with ``preset`` a random-weight GPT of
+    that size on a ``grid`` x ``grid`` grid (speed only: no VQ, class-conditional)."""
+    from .llamagen import LlamaGenAdapter
+
+    if preset is not None:
+        return random_llamagen(preset, grid, device, seed)
+    gpt, vq = tiny_llamagen_parts(model_type, seed)
+    return LlamaGenAdapter(gpt.to(device), vq.to(device))
+
+
+# -- adapters of the transformers families -----------------------------------------------------------
+
+def tiny_janus_adapter(device="cpu", dtype=None, **options):
+    from .janus import JanusAdapter
+
+    model, tok = tiny_janus(**options)
+    return JanusAdapter(_to(model, device, dtype), tok)
+
+
+def tiny_emu3_adapter(device="cpu", dtype=None, **options):
+    from .emu3 import Emu3Adapter
+
+    model, tok = tiny_emu3(**options)
+    return Emu3Adapter(_to(model, device, dtype), tok)
+
+
+def tiny_vqgan(codebook=32, seed=2):
+    """A Chameleon VQGAN decoder with 16 px per token, narrow."""
+    from .chameleon_vqgan import ChameleonVQGANDecoder, VQGANConfig
+
+    torch.manual_seed(seed)
+    return ChameleonVQGANDecoder(VQGANConfig(n_embed=codebook, embed_dim=8, z_channels=32, ch=32,
+                                             ch_mult=[1, 1, 1, 1, 1], num_res_blocks=1)).eval()
+
+
+def tiny_lumina_adapter(device="cpu", dtype=None, target_size=None, vqgan=True, **options):
+    """target_size None: any multiple of 32 px that fits the context (the tiny model has no training sizes);
+    vqgan: with a tiny VQGAN decoder."""
+    from .lumina import LuminaAdapter
+
+    model, tok = tiny_chameleon(**options)
+    decoder = tiny_vqgan(options.get("codebook", 32)).to(device) if vqgan else None
+    return LuminaAdapter(_to(model, device, dtype), tok, decoder, target_size=target_size)
+
+
+def _to(model, device, dtype):
+    return model.to(device) if dtype is None else model.to(device, dtype)

@@ -9,7 +9,6 @@ that our NTP must not be slower than.
 """
 from __future__ import annotations
 
-import json
 import re
 import resource
 import statistics
@@ -18,10 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .zipar_core import ZipARConfig, generate
-from .zipar_core.cache import visibility_mask
-from .zipar_core.models.base import EOL_TOKEN
-from .zipar_core.sampling import apply_guidance, probabilities, sample_from
+from .cache import visibility_mask
+from .config import ZipARConfig
+from .protocol import EOL_TOKEN
+from .sampler import generate
+from .sampling import apply_guidance, probabilities, sample_from
 
 
 @dataclass
@@ -177,37 +177,3 @@ def format_summary(cases: list[dict]) -> str:
                  f"{overhead:.0%}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="NTP vs ZipAR on one model in one process: passes, seconds, efficiency")
-    p.add_argument("--preset", default="GPT-B", help="LlamaGen size with random weights: tiny, GPT-B, GPT-L, ...")
-    p.add_argument("--grid", type=int, default=24)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--windows", type=int, nargs="*", default=[4, 8, 12, 16])
-    p.add_argument("--adaptive", type=int, nargs="*", default=[8])
-    p.add_argument("--guidance-scale", type=float, default=2.0)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps")
-    p.add_argument("--cuda-graphs", action="store_true", help="on CUDA: one CUDA graph per number of rows in flight")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args) -> None:
-    from .demo import random_llamagen
-
-    model = random_llamagen(args.preset, args.grid, args.device)
-    model.gpt.to(getattr(torch, args.dtype))
-    cond = model.prepare(class_labels=[i % model.config.num_classes for i in range(args.batch_size)],
-                         rows=args.grid, cols=args.grid, guidance_scale=args.guidance_scale)
-    configs = default_configs(args.grid, args.windows, args.adaptive, guidance_scale=args.guidance_scale)
-    results = run_configs(model, cond, configs, args.reps, compile=args.compile, cuda_graphs=args.cuda_graphs)
-    title = (f"LlamaGen {args.preset} (random weights), {args.grid}x{args.grid}, batch {args.batch_size}, "
-             f"guidance {args.guidance_scale}, {args.device} {args.dtype}, {torch.get_num_threads()} threads")
-    print(format_table(title, results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"title": title, "results": results}, f, indent=2)

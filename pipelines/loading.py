@@ -1,0 +1,147 @@
+"""How a :class:`ZipARPipeline` is made: from a saved pipeline folder (diffusers format), from a model as
+its authors publish it (any family ``zipar_core.models.load_model`` detects), from LlamaGen's release
+files, or around a loaded adapter. The family-specific parts are the adapters' ``components()`` /
+``from_components()``; nothing here names a family.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+
+import torch
+
+from ..zipar_core.models import registry
+from .components import wrap
+
+# the constructor arguments that are components; every other one is a ZipAR setting kept in the config
+COMPONENTS = ("transformer", "vqvae", "text_encoder", "tokenizer")
+
+
+class PipelineLoadingMixin:
+    """Loading methods of :class:`ZipARPipeline`."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """A ZipAR pipeline folder (``model_index.json``, written by ``save_pretrained``), or an original
+        transformers folder / hub id of Janus-Pro, Emu3-Gen or Lumina-mGPT (``config.json``), or a folder of
+        LlamaGen's release files (see :meth:`from_original`). LlamaGen's checkpoint files by name load with
+        :meth:`from_llamagen_checkpoints`.
+
+        kwargs: diffusers' loading options (``dtype``, ...) and ZipAR settings (``mode``, ``window``, ...);
+        for an original folder also ``device``, ``attn_implementation`` and, for Lumina-mGPT, ``vqgan`` (the
+        Chameleon ``vqgan.ckpt`` file or folder) and ``target_size``."""
+        path = os.fspath(pretrained_model_name_or_path)
+        if os.path.isfile(path):
+            raise ValueError(f"{path} is a file. LlamaGen checkpoint files load with "
+                             "ZipARPipeline.from_llamagen_checkpoints(gpt_path, vq_path, t5_path=None); "
+                             "from_pretrained takes a folder or a hub id")
+        if os.path.isdir(path):
+            if os.path.isfile(os.path.join(path, "model_index.json")):
+                check_pipeline_folder(path)
+                return super().from_pretrained(path, **kwargs)
+            return cls.from_original(path, **kwargs)  # transformers config.json, or LlamaGen checkpoint files
+        if _hub_has_model_index(path, kwargs):
+            return super().from_pretrained(path, **kwargs)
+        return cls.from_original(path, **kwargs)
+
+    @classmethod
+    def from_original(cls, path_or_id: str, *, torch_dtype=None, dtype=None, device=None, **options):
+        """A model as its authors publish it: a transformers folder or hub id of Janus-Pro, Emu3-Gen or
+        Lumina-mGPT, or a folder holding LlamaGen's GPT and VQ checkpoints (and a FLAN-T5 folder for t2i); the
+        family is detected by ``zipar_core.models.load_model``, which also takes the loader's options
+        (``attn_implementation``, ``vqgan``, ``target_size``, LlamaGen's ``image_size`` / ``n_head``).
+        ``dtype`` (or diffusers' older name ``torch_dtype``) is the weights' dtype; None keeps the checkpoint's."""
+        from ..zipar_core.models import load_model
+
+        names = setting_names(cls)
+        settings = {k: options.pop(k) for k in list(options) if k in names and k != "target_size"}
+        adapter = load_model(path_or_id, torch_dtype=dtype if dtype is not None else torch_dtype, device=device,
+                             **{k: v for k, v in options.items() if v is not None})
+        return cls.from_adapter(adapter, **settings)
+
+    @classmethod
+    def from_llamagen_checkpoints(cls, gpt_path, vq_path, t5_path=None, *, image_size: int | None = None,
+                                  preset: str | None = None, n_head: int | None = None,
+                                  torch_dtype: torch.dtype | None = None, dtype: torch.dtype | None = None,
+                                  device=None, **settings):
+        """LlamaGen's original release files: the GPT (``c2i_L_384.pt``, ``t2i_XL_stage2_512.pt``, or
+        ``.safetensors``), the VQ-16 tokenizer (``vq_ds16_c2i.pt``), and for text-to-image the FLAN-T5-XL folder.
+        ``image_size`` is read from the GPT file name unless given; ``preset`` / ``n_head`` name the architecture of
+        a file whose shape matches no LlamaGen preset. ``dtype`` (alias ``torch_dtype``) is the GPT's dtype
+        (default float32); the VQ decoder stays float32."""
+        from ..zipar_core.models.llamagen import load_llamagen
+
+        for what, p in (("GPT checkpoint", gpt_path), ("VQ checkpoint", vq_path)):
+            if not os.path.isfile(os.fspath(p)):
+                raise FileNotFoundError(f"LlamaGen {what} not found: {p}")
+        if t5_path is not None and not os.path.isdir(os.fspath(t5_path)):
+            raise FileNotFoundError(f"FLAN-T5 folder not found: {t5_path} (a transformers folder of "
+                                    "google/flan-t5-xl, needed by text-to-image LlamaGen)")
+        unknown = sorted(set(settings) - setting_names(cls))
+        if unknown:
+            raise TypeError(f"unexpected argument(s) {unknown}; ZipAR settings are {sorted(setting_names(cls))}")
+        overrides = {"n_head": n_head} if n_head is not None else {}
+        dtype = dtype if dtype is not None else torch_dtype
+        adapter = load_llamagen(gpt_path, vq_path, t5_path, preset=preset, image_size=image_size,
+                                dtype=dtype or torch.float32, device=device or "cpu", **overrides)
+        return cls.from_adapter(adapter, **settings)
+
+    @classmethod
+    def from_adapter(cls, adapter, **settings):
+        """A pipeline around the models of a ZipAR adapter (``zipar_core.models``), without copying weights."""
+        modules, options = adapter.components()
+        return cls(**{k: wrap(m) for k, m in modules.items() if m is not None}, **{**options, **settings})
+
+    def build_adapter(self):
+        """The family's ZipAR adapter around this pipeline's components (cheap: no weights are copied)."""
+        from .components import unwrap
+
+        parts = {k: unwrap(getattr(self, k, None)) for k in COMPONENTS}
+        return registry.adapter_class(self.config.family).from_components(
+            **{k: v for k, v in parts.items() if v is not None}, target_size=self.config.target_size)
+
+
+def setting_names(cls) -> set[str]:
+    """The ZipAR settings a pipeline keeps in its config (its __init__ arguments that are not components)."""
+    return set(inspect.signature(cls.__init__).parameters) - {"self", *COMPONENTS}
+
+
+def _hub_has_model_index(repo_id: str, kwargs: dict) -> bool:
+    """Whether a hub repo is a diffusers-format ZipAR pipeline (else it is an original transformers model)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        hf_hub_download(repo_id, "model_index.json", revision=kwargs.get("revision"),
+                        cache_dir=kwargs.get("cache_dir"), token=kwargs.get("token"))
+        return True
+    except EntryNotFoundError:
+        return False
+
+
+def check_pipeline_folder(path: str) -> None:
+    """Refuse a saved pipeline whose model_index.json names a family or a component that is not there, before
+    diffusers starts loading anything."""
+    with open(os.path.join(path, "model_index.json"), encoding="utf-8") as f:
+        index = json.load(f)
+    family = index.get("family")
+    if family is not None:
+        registry.get(family)  # unknown model family -> a clear error
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or entry[0] is None:
+            continue
+        folder = os.path.join(path, name)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"component {name!r} ({entry[1]}) is listed in model_index.json but its folder "
+                                    f"{folder} is missing")
+        files = os.listdir(folder)
+        if name == "tokenizer":
+            if not any(f.startswith("tokenizer") or f.endswith((".model", "vocab.json")) for f in files):
+                raise FileNotFoundError(f"component 'tokenizer' has no tokenizer files in {folder}")
+            continue
+        if "config.json" not in files:
+            raise FileNotFoundError(f"component {name!r} ({entry[1]}) has no config.json in {folder}")
+        if not any(f.endswith((".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")) for f in files):
+            raise FileNotFoundError(f"component {name!r} ({entry[1]}) has no weight file (*.safetensors / *.bin) in "
+                                    f"{folder}")

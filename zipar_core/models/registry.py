@@ -1,0 +1,183 @@
+"""The model families ZipAR runs: one entry each, read by every face (docs/design.md, "The registry").
+
+An entry says how to recognise the family (transformers ``model_type`` values in ``config.json``, or the
+class name of a module), where its adapter lives, what it makes, and its decoding defaults: the values
+the pipeline, the command line, the ComfyUI nodes, the shipped workflows and the benchmarks use when the
+user does not choose. Nothing else in the project holds a family list or a default.
+
+This module imports no torch: ``zipar --help`` and ComfyUI's start-up read it. Adapters and tiny
+builders are named by import path and imported on first use.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from importlib import import_module
+
+_MODELS = __name__.rsplit(".", 1)[0]  # zipar.zipar_core.models (whatever the top package is called)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Decoding settings of a family when the user gives none (ZipARConfig field names)."""
+
+    mode: str = "fixed"
+    window: int = 16  # paper eq. 1; never wider than the grid (clipped to it)
+    guidance_scale: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the one name: config values, model_index.json, adapters' ``family``
+    title: str  # what people call it
+    adapter: str  # "module:Class" below zipar_core.models
+    conditioning: str  # "class", "text" or "class or text"
+    defaults: Defaults
+    variants: dict[str, Defaults] = field(default_factory=dict)  # keyed by the adapter's ``variant``
+    labels: dict[str, str] = field(default_factory=dict)  # what each variant ("" = default) is, for tables
+    model_types: tuple[str, ...] = ()  # transformers config.json model_type values
+    module_classes: tuple[str, ...] = ()  # class names of the main module (non-transformers families)
+    sizes: str = ""  # what sizes it makes, for help texts
+    pixels_per_token: int = 16
+    eol: bool = False  # an end-of-row token after every row
+    files: str = ""  # what a user downloads, for help texts
+    tiny: str = ""  # "module:function" building a tiny random adapter (tests, benchmarks)
+    sources: str = ""  # where the defaults come from
+
+    def defaults_for(self, variant: str | None = None) -> Defaults:
+        return self.variants.get(variant or "", self.defaults)
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family(
+        name="llamagen", title="LlamaGen", adapter="llamagen.adapter:LlamaGenAdapter", conditioning="class or text",
+        module_classes=("LlamaGenTransformer",),
+        # c2i B/L: the FID settings of the LlamaGen release (cfg 2.0, no top-k); XL and larger cfg 1.75.
+        defaults=Defaults(guidance_scale=2.0),
+        variants={"c2i-xl": Defaults(guidance_scale=1.75),
+                  "t2i": Defaults(guidance_scale=7.5, top_k=1000),
+                  # the embedded demo model: 16x16 tokens, window 4 (30% of NTP's passes)
+                  "demo": Defaults(window=4, guidance_scale=2.0)},
+        labels={"": "c2i B, L", "c2i-xl": "c2i XL, XXL, 3B", "t2i": "t2i", "demo": "the embedded demo model"},
+        sizes="multiples of 16 px up to the trained grid (c2i 256/384 px, t2i 256/512 px)",
+        files="a GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt) with its VQ-16 tokenizer (vq_ds16_c2i.pt); "
+              "text-to-image also the google/flan-t5-xl folder",
+        tiny="tiny:tiny_llamagen", sources="LlamaGen README / sample_c2i_ddp.py, sample_t2i.py"),
+    Family(
+        name="janus", title="Janus-Pro", adapter="janus:JanusAdapter", conditioning="text", model_types=("janus",),
+        defaults=Defaults(guidance_scale=5.0), sizes="384x384 only",
+        files="the transformers folder of deepseek-community/Janus-Pro-7B (or -1B)",
+        tiny="tiny:tiny_janus_adapter", sources="transformers' Janus generate (cfg 5)"),
+    Family(
+        name="emu3", title="Emu3-Gen", adapter="emu3:Emu3Adapter", conditioning="text", model_types=("emu3",),
+        defaults=Defaults(window=8, guidance_scale=3.0, top_k=2048), pixels_per_token=8, eol=True,
+        sizes="multiples of 8 px, any aspect ratio (720x720 by default)",
+        files="the transformers folder of BAAI/Emu3-Gen-hf", tiny="tiny:tiny_emu3_adapter",
+        sources="BAAI's Emu3-Gen example; window 8 ~ the paper's 91% fewer steps at 720 px"),
+    Family(
+        name="lumina", title="Lumina-mGPT", adapter="lumina:LuminaAdapter", conditioning="text",
+        model_types=("chameleon",), defaults=Defaults(guidance_scale=3.0, top_k=2000), eol=True,
+        sizes="its training sizes: w*h <= target^2 in 32-px steps, aspect ratio <= 4 (768x768 for -768)",
+        files="the Chameleon-format folder of Alpha-VLLM/Lumina-mGPT-7B-768 with Chameleon's vqgan.ckpt + vqgan.yaml",
+        tiny="tiny:tiny_lumina_adapter", sources="Lumina-mGPT's inference solver (cfg 3.0, image top-k 2000)"),
+)}
+
+
+class UnknownFamily(ValueError):
+    pass
+
+
+def get(name: str) -> Family:
+    if name not in FAMILIES:
+        raise UnknownFamily(f"unknown model family {name!r}; supported: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_for_model_type(model_type: str, where: str = "") -> Family:
+    """The family of a transformers ``model_type``; a clear error for anything else."""
+    for fam in FAMILIES.values():
+        if model_type in fam.model_types:
+            return fam
+    known = ", ".join(f"{t} ({f.title})" for f in FAMILIES.values() for t in f.model_types)
+    raise UnknownFamily(f"unsupported model type {model_type!r}{' in ' + where if where else ''}: ZipAR supports "
+                        f"the transformers model types {known}; LlamaGen checkpoints load as files or folders of "
+                        "checkpoint files")
+
+
+def family_of_module(module) -> Family:
+    """The family of a main model module (a pipeline's ``transformer`` component, unwrapped)."""
+    for fam in FAMILIES.values():
+        if type(module).__name__ in fam.module_classes:
+            return fam
+    model_type = getattr(getattr(module, "config", None), "model_type", None)
+    try:
+        return family_for_model_type(model_type)
+    except UnknownFamily:
+        raise UnknownFamily(
+            f"unknown model family: the transformer component is a {type(module).__name__} (model_type "
+            f"{model_type!r}); ZipAR supports {', '.join(f.title for f in FAMILIES.values())}") from None
+
+
+def detect(path: str) -> Family:
+    """The family of a local model file or folder (without loading weights)."""
+    if os.path.isfile(path):
+        return FAMILIES["llamagen"]  # a checkpoint file: LlamaGen's GPT
+    config = os.path.join(path, "config.json")
+    if os.path.isdir(path) and not os.path.isfile(config):
+        return FAMILIES["llamagen"]  # a folder of checkpoint files
+    with open(config, encoding="utf-8") as f:
+        return family_for_model_type(json.load(f).get("model_type", ""), path)
+
+
+def _attr(spec: str):
+    module, name = spec.split(":")
+    return getattr(import_module(f"{_MODELS}.{module}"), name)
+
+
+def adapter_class(name: str) -> type:
+    """The adapter class of a family (imports it)."""
+    return _attr(get(name).adapter)
+
+
+def defaults_for(adapter) -> Defaults:
+    """The defaults of a loaded adapter: its family's, or its variant's (LlamaGen t2i, XL, the demo model)."""
+    return get(adapter.family).defaults_for(getattr(adapter, "variant", None))
+
+
+def resolve(adapter, cols: int | None = None, **chosen) -> dict:
+    """Settings for a call: each value chosen (not None) wins, else the adapter's default; a default
+    window is clipped to the grid width ``cols`` (an explicit one is checked by ZipARConfig instead)."""
+    values = defaults_for(adapter).as_dict()
+    given = {k: v for k, v in chosen.items() if v is not None}
+    values.update(given)
+    if "window" not in given and cols is not None:
+        values["window"] = min(values["window"], cols)
+    return values
+
+
+def build_tiny(name: str, **options):
+    """A tiny random adapter of a family, in milliseconds, offline (tests and benchmarks)."""
+    return _attr(get(name).tiny)(**options)
+
+
+def with_defaults(name: str, variant: str | None = None, **changes) -> Defaults:
+    """A family's defaults with some values replaced (e.g. the window a benchmark uses)."""
+    return replace(get(name).defaults_for(variant), **changes)
+
+
+def defaults_table() -> str:
+    """The families and their decoding defaults as a Markdown table (README; a test keeps it in sync)."""
+    lines = ["| family | checkpoint | mode | window | guidance_scale | temperature | top_k | top_p | sizes |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for fam in FAMILIES.values():
+        for variant, d in (("", fam.defaults), *fam.variants.items()):
+            lines.append(f"| {fam.title} | {fam.labels.get(variant, variant or 'all')} | {d.mode} | {d.window} | {d.guidance_scale:g} "
+                         f"| {d.temperature:g} | {d.top_k} | {d.top_p:g} | {fam.sizes if not variant else ''} |")
+    return "\n".join(lines)
