@@ -134,6 +134,19 @@ def test_adaptive_reads_back_once_per_verifying_pass(spy):
     assert set(spy.found) <= {"Tensor.tolist", str(aten.lift_fresh.default)}
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("mode, window", [("sjd", 6), ("zipar_sjd", 2)])
+def test_jacobi_reads_back_once_per_pass(spy, name, mode, window):
+    """The Jacobi modes read back one small tensor per pass (the accepted counts that steer the next plan);
+    their index tensors go to the device from Python data, nothing else waits for the device."""
+    model, cond = MODELS[name]()
+    cols = cond.layout.cols
+    result = _run(spy, model, cond, ZipARConfig(mode=mode, window=min(window, cols), draft_length=3, temperature=1.0,
+                                                guidance_scale=3.0))
+    assert 0 < spy.found.count("Tensor.tolist") <= result.stats.passes - 1
+    assert set(spy.found) <= {"Tensor.tolist", str(aten.lift_fresh.default)}
+
+
 def test_the_spy_sees_a_read_back(spy):
     """Control: a model whose forward reads a value back (as a careless adapter might) is caught."""
     model, cond = MODELS["toy"]()

@@ -346,7 +346,7 @@ def no_model_work(monkeypatch):
     ({"class_labels": [1], "negative_prompt": "bad"}, "negative_prompt"),
     ({"class_labels": [1], "height": 72, "width": 64}, "height 72 is not a positive multiple of 16"),
     ({"class_labels": [1], "height": 128, "width": 128}, "larger than the 4x4"),
-    ({"class_labels": [1], "window_size": 5}, "window 5 is larger than the grid width"),
+    ({"class_labels": [1], "window": 5}, "window 5 is larger than the grid width"),
     ({"class_labels": [1], "mode": "speculative"}, "mode must be one of"),
     ({"class_labels": [1], "output_type": "jpeg"}, "output_type"),
     ({"class_labels": [1, 2], "generator": [torch.Generator()]}, "1 generators for 2 images"),

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 
 from .errors import SettingError
 
-MODES = ("ntp", "fixed", "adaptive")
+MODES = ("ntp", "fixed", "adaptive", "sjd", "zipar_sjd")
+DRAFT_INITS = ("random", "spatial")
 
 
 @dataclass
@@ -19,8 +20,12 @@ class ZipARConfig:
     slot in its window ("ZipAR-s" there is ``window = s - 1`` here).
     """
 
-    mode: str = "fixed"  # "ntp": raster order, one image token per pass; "fixed": eq. 1; "adaptive": eq. 2-3
-    window: int = 8  # fixed: the window s; adaptive: the minimum window s_min; ignored by "ntp"
+    # "ntp": raster order, one image token per pass; "fixed": eq. 1; "adaptive": eq. 2-3; "sjd": speculative
+    # Jacobi decoding in raster order; "zipar_sjd": the fixed-window rows, each carrying its own Jacobi drafts
+    mode: str = "fixed"
+    window: int = 8  # fixed / zipar_sjd: the window s; adaptive: the minimum window s_min; ignored by ntp, sjd
+    draft_length: int = 8  # sjd / zipar_sjd: draft tokens each chain carries (verified together in one pass)
+    draft_init: str = "random"  # new drafts: "random" image tokens (SJD) or "spatial" (the token above)
     paper_first_row: bool = False  # decode row 0 completely before row 1 starts (the authors' code; paper tables)
     guidance_scale: float = 1.0  # classifier-free guidance; 1.0 runs no unconditional branch
     guidance_interval: int | None = None  # guide only image tokens whose raster index is below this
@@ -33,6 +38,9 @@ class ZipARConfig:
         if self.mode not in MODES:
             raise SettingError("mode", f"{{name}} must be one of {', '.join(MODES)}, got {self.mode!r}")
         _whole("window", self.window, 1, "tokens of the row above")
+        _whole("draft_length", self.draft_length, 1, "draft tokens per chain")
+        if self.draft_init not in DRAFT_INITS:
+            raise SettingError("draft_init", f"{{name}} must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
         _real("guidance_scale", self.guidance_scale, "1.0 = no guidance")
         _real("temperature", self.temperature, "0 = greedy")
         if self.temperature < 0:
@@ -50,7 +58,7 @@ class ZipARConfig:
 
     def window_for(self, cols: int) -> int:
         """The eq.-1 window on a grid of ``cols`` columns; raises when it cannot fit."""
-        if self.mode == "ntp":
+        if self.mode in ("ntp", "sjd"):
             return cols
         if self.window > cols:
             raise SettingError("window", f"{{name}} {self.window} is larger than the grid width ({cols} tokens); "

@@ -18,9 +18,10 @@ import torch
 from .cache import visibility_mask
 from .config import ZipARConfig
 from .errors import SettingError
+from .jacobi import JacobiVerifier, build_step, chain_visibility
 from .protocol import EOL_TOKEN, Conditioning, ZipARModel
 from .sampling import apply_guidance, probabilities, sample_from, speculative_step
-from .schedule import DRAFT, EOL, NONE, VERIFY, Pass, Schedule, count_passes
+from .schedule import DRAFT, EOL, JACOBI_MODES, NONE, VERIFY, JacobiSchedule, Pass, Schedule, count_passes
 from .step_runner import StaticStep
 
 
@@ -33,8 +34,9 @@ class DecodeStats:
     passes: int = 0  # forward passes of the batch, prefill included
     tokens: int = 0  # image tokens per image (rows * cols)
     batch_size: int = 1
-    drafts_proposed: int = 0  # adaptive: tentative first tokens checked against a larger window
+    drafts_proposed: int = 0  # adaptive: row-start drafts verified; sjd / zipar_sjd: Jacobi draft tokens verified
     drafts_accepted: int = 0
+    chain_steps: int = 0  # sjd / zipar_sjd: chains run (one per row in flight per pass, summed over images)
     seconds: float = 0.0  # wall time of generate()
     model_seconds: float | None = None  # time inside the model's forward calls (None: not measured)
     sample_passes: list[int] = field(default_factory=list)  # passes each image needed on its own
@@ -48,11 +50,17 @@ class DecodeStats:
     def acceptance_rate(self) -> float | None:
         return self.drafts_accepted / self.drafts_proposed if self.drafts_proposed else None
 
+    @property
+    def mean_accepted_length(self) -> float | None:
+        """Jacobi modes: tokens a chain made final per pass (its accepted drafts + the token after them)."""
+        return (self.drafts_accepted + self.chain_steps) / self.chain_steps if self.chain_steps else None
+
     def as_dict(self) -> dict:
         return {"passes": self.passes, "tokens": self.tokens, "batch_size": self.batch_size,
                 "tokens_per_pass": self.tokens_per_pass, "drafts_proposed": self.drafts_proposed,
-                "drafts_accepted": self.drafts_accepted, "seconds": self.seconds,
-                "model_seconds": self.model_seconds, "sample_passes": list(self.sample_passes)}
+                "drafts_accepted": self.drafts_accepted, "mean_accepted_length": self.mean_accepted_length,
+                "seconds": self.seconds, "model_seconds": self.model_seconds,
+                "sample_passes": list(self.sample_passes)}
 
 
 @dataclass
@@ -101,14 +109,16 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     config.window_for(layout.cols)  # validate the window against the grid before any model work
     dev, V, HW = model.device, model.codebook_size, layout.num_tokens
     scratch = layout.num_slots  # a slot no query ever sees: padded queries write there
-    codes = torch.full((B, HW + 2), -1, dtype=torch.long, device=dev)  # [grid | EOL sentinel | trash]
+    jacobi = config.mode in JACOBI_MODES
+    # [grid | EOL sentinel | trash], and in the Jacobi modes [... | the draft of every grid position]
+    codes = torch.full((B, 2 * HW + 2 if jacobi else HW + 2), -1, dtype=torch.long, device=dev)
     codes[:, HW] = EOL_TOKEN
     sampler = _TokenSampler(config, B, V, generator, codes)  # checks the generators before any allocation
     filled = torch.zeros((N, scratch + 1), dtype=torch.bool, device=dev)
     filled[:, : layout.prefix] = cond.prefix_valid.to(dev)
     cache = cache if cache is not None else model.new_cache(cond, scratch + 1)
     stats = DecodeStats(tokens=HW, batch_size=B, model_seconds=0.0 if profile or dev.type == "cpu" else None)
-    if config.mode != "adaptive":
+    if config.mode in ("ntp", "fixed"):
         stats.expected_passes = count_passes(layout, config)
     timer = _ModelTimer(stats, profile, dev)
     if compile or cuda_graphs:
@@ -117,6 +127,8 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     else:
         step_forward = lambda tokens, slots, visible: model.forward(cond, tokens, slots, visible, cache)  # noqa: E731
     sched = [Schedule(layout, config) for _ in range(B)] if config.mode == "adaptive" else []
+    if jacobi:
+        sched = [JacobiSchedule(layout, config) for _ in range(B)]
 
     prefix_slots = torch.arange(layout.prefix, device=dev).expand(N, -1)
     with timer:
@@ -126,7 +138,10 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     stats.passes, stats.sample_passes = 1, [1] * B
     _notify(callback, cancel, 0, codes, layout, stats, lambda: first)
 
-    for step in _steps(sched, layout, config, scratch, dev):
+    if jacobi:
+        _decode_jacobi(sched, JacobiVerifier(config, B, V, sampler.gens, codes), step_forward, cond, filled, timer,
+                       stats, lambda f: _notify(callback, cancel, stats.passes - 1, codes, layout, stats, f), scratch)
+    for step in ([] if jacobi else _steps(sched, layout, config, scratch, dev)):
         plans = step.plans * (B // len(step.plans))  # fixed/ntp: one plan shared by every image
         slots = step.slots.repeat(N // step.slots.shape[0], 1)  # (rows, q): images x guidance branches
         filled.scatter_(1, slots, True)
@@ -296,6 +311,53 @@ def _count(stats: DecodeStats, plans: list[Pass], accepted: dict[int, bool]) -> 
         if any(f.use == VERIFY for f in plan.feeds):
             stats.drafts_proposed += 1
             stats.drafts_accepted += int(accepted.get(b, False))
+
+
+def _decode_jacobi(sched, verifier, step_forward, cond, filled, timer, stats, notify, scratch: int) -> None:
+    """The passes of the Jacobi modes (``jacobi.py``): plan every image's chains, draw the drafts, run them
+    in one forward, verify, keep the K/V of what was accepted; one read-back per pass."""
+    layout, codes, B = cond.layout, verifier.codes, cond.batch_size
+    rep, dev = cond.num_rows // B, codes.device
+    chain_slot = torch.full_like(filled, -1, dtype=torch.long)  # (rows, slots): chain of this pass's drafts
+    for s in sched:
+        s.start_prefill()
+    while not all(s.done() for s in sched):
+        shared: dict[tuple, object] = {}  # samples in the same state share one plan (large batches)
+        plans = [shared[k] if (k := s.state()) in shared else shared.setdefault(k, s.plan()) for s in sched]
+        assert any(p.chains or p.writes for p in plans), "the Jacobi schedule made no progress"
+        step = build_step(plans, layout, scratch, lambda x: _device_tensor(x, dev))
+        slots, chain, need = (t.repeat(rep, 1) for t in (step.slots, step.chain, step.need))
+        u = verifier.uniforms(step)
+        verifier.draw_drafts(step, u)
+        filled.scatter_(1, torch.where(need == 0, slots, scratch), True)  # heads and writes are final tokens
+        in_chain = chain >= 0
+        chain_slot.scatter_(1, torch.where(in_chain, slots, scratch), chain)
+        visible = chain_visibility(filled, chain_slot, slots, chain, step.kv_len)
+        tokens = codes.gather(1, step.source).repeat(rep, 1)
+        with timer:
+            logits = step_forward(tokens, slots, visible)
+        a = verifier.verify(verifier.probabilities(logits, step), step, u)
+        kept = in_chain & (a.repeat(rep, 1).gather(1, chain.clamp_min(0)) >= need)  # accepted drafts' K/V
+        filled.scatter_(1, torch.where(kept, slots, scratch), True)
+        chain_slot.scatter_(1, torch.where(in_chain, slots, scratch), -1)
+        accepted = a.tolist()  # the one read-back: it steers the next plan
+        for b, (s, plan) in enumerate(zip(sched, plans)):
+            counts = accepted[b][: len(plan.chains)]
+            s.commit(plan, counts)
+            stats.sample_passes[b] += bool(plan.chains or plan.writes)
+            stats.drafts_proposed += sum(c.drafts for c in plan.chains)
+            stats.drafts_accepted += sum(counts)
+            stats.chain_steps += len(plan.chains)
+        stats.passes += 1
+        notify(lambda: _jacobi_final_targets(plans, accepted, layout, dev))
+
+
+def _jacobi_final_targets(plans, accepted, layout, device) -> torch.Tensor:
+    """(B, C) code index of each chain's newest final token (the one the next pass feeds first)."""
+    W, trash = layout.cols, layout.num_tokens + 1
+    rows = [[ch.targets[a][0] * W + ch.targets[a][1] for ch, a in zip(p.chains, acc)] for p, acc in zip(plans, accepted)]
+    width = max(max(len(r) for r in rows), 1)
+    return _device_tensor([r + [trash] * (width - len(r)) for r in rows], device)
 
 
 def _final_targets(target: torch.Tensor, batch: int, drafts: dict | None, trash: int) -> torch.Tensor:

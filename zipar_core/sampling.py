@@ -82,8 +82,13 @@ def speculative_step(draft: torch.Tensor, p_draft: torch.Tensor, p_target: torch
     p_t = p_target.gather(-1, draft[:, None]).squeeze(-1)
     p_d = p_draft.gather(-1, draft[:, None]).squeeze(-1)
     accepted = uniform * p_d < p_t  # r < p_t / p_d without dividing by a zero p_d
-    residual = (p_target - p_draft).clamp_min(0)
-    mass = residual.sum(-1, keepdim=True)
-    residual = torch.where(mass > 1e-12, residual / mass.clamp_min(1e-12), p_target)
-    resampled = sample_from(residual, resample_uniform)
+    resampled = sample_from(residual(p_target, p_draft), resample_uniform)
     return torch.where(accepted, draft, resampled), accepted
+
+
+def residual(p_target: torch.Tensor, p_draft: torch.Tensor) -> torch.Tensor:
+    """norm(max(0, p_target - p_draft)), where a rejected draft's replacement is drawn from; p_target
+    when that is (numerically) empty."""
+    res = (p_target - p_draft).clamp_min(0)
+    mass = res.sum(-1, keepdim=True)
+    return torch.where(mass > 1e-12, res / mass.clamp_min(1e-12), p_target)
