@@ -29,6 +29,8 @@ def model_args(p) -> None:
     g.add_argument("--image-size", type=int, help="LlamaGen training size, when the GPT file name does not say")
     g.add_argument("--n-head", type=int, help="LlamaGen heads, for a GPT file that matches no preset")
     g.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT), if not in the model folder")
+    g.add_argument("--vision-tokenizer", help="Emu3-VisionTokenizer folder or hub id (BAAI's Emu3-Gen layout), if "
+                                              "neither inside nor beside the model folder")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     g.add_argument("--device", help="default: cuda:$LOCAL_RANK when CUDA is available, else cpu")
 
@@ -90,7 +92,8 @@ def load_pipeline(args, device: str):
         kw = {"dtype": dtype} if dtype is not None else {}
         if not os.path.isfile(os.path.join(args.model, "model_index.json")) and os.path.isdir(args.model):
             # an original release folder: transformers (Janus-Pro, Emu3-Gen, Lumina-mGPT) or LlamaGen files
-            extra = {"vqgan": args.vqgan, "image_size": args.image_size, "n_head": args.n_head, "t5_path": args.t5}
+            extra = {"vqgan": args.vqgan, "image_size": args.image_size, "n_head": args.n_head, "t5_path": args.t5,
+                     "vision_tokenizer": getattr(args, "vision_tokenizer", None)}
             kw.update(device=device, **{k: v for k, v in extra.items() if v is not None})
         pipe = ZipARPipeline.from_pretrained(args.model, **kw)
     else:
