@@ -22,7 +22,8 @@ def flag(name: str) -> str:
 def model_args(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="a ZipAR pipeline folder (save_pretrained), a Janus-Pro / Emu3-Gen / Lumina-mGPT "
-                                   "transformers folder or hub id, or a folder of LlamaGen checkpoint files")
+                                   "folder or hub id (as published, or transformers' layout), or a folder of "
+                                   "LlamaGen checkpoint files")
     g.add_argument("--llamagen-gpt", help="LlamaGen GPT checkpoint file (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...)")
     g.add_argument("--llamagen-vq", help="LlamaGen VQ checkpoint file (vq_ds16_c2i.pt / vq_ds16_t2i.pt)")
     g.add_argument("--t5", help="FLAN-T5-XL folder (text-to-image LlamaGen)")

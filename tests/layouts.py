@@ -142,6 +142,8 @@ def write_janus_original(model, tok, folder, fmt: str = "bin", shards: int = 1) 
     tok.save_pretrained(folder)
     tc = json.load(open(os.path.join(folder, "tokenizer_config.json")))
     tc["tokenizer_class"] = "LlamaTokenizerFast"  # as DeepSeek's tokenizer_config.json says
+    for name in ("bos_token", "eos_token", "pad_token"):  # named in special_tokens_map.json (below) instead
+        tc.pop(name, None)
     write_json(os.path.join(folder, "tokenizer_config.json"), tc)
     write_json(os.path.join(folder, "special_tokens_map.json"),
                {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token})
@@ -347,8 +349,11 @@ def write_lumina_original(model, tok, decoder, folder, parallel: int = 1, fmt: s
     folder = os.fspath(folder)
     save_tensors(lumina_original_state_dict(model, parallel), folder, "model", fmt, shards)
     cfg = {k: v for k, v in model.config.to_dict().items() if k not in ("transformers_version", "_attn_implementation_autoset")}
+    # the fields of Lumina's fork of ChameleonConfig (transformers 4.4x era: rope_theta, not rope_parameters)
+    rope = cfg.pop("rope_parameters", None) or {}
     cfg.update(architectures=["ChameleonXLLMXForConditionalGeneration"], model_type="chameleon",
-               model_parallel_size=parallel, z_loss_weight=1e-5, mask_image_logits=False)
+               model_parallel_size=parallel, z_loss_weight=1e-5, mask_image_logits=True, dropout=0.05,
+               rope_theta=rope.get("rope_theta", 10000.0), rope_scaling=None, torch_dtype="float32")
     if not config_maps:
         cfg.pop("vocabulary_map", None)
         cfg.pop("vq_config", None)

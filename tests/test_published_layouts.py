@@ -372,4 +372,14 @@ def test_readme_table_of_published_folders_matches_the_registry():
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     block = re.search(r"<!-- published:begin -->\n(.*?)\n<!-- published:end -->", text, re.S)
     assert block, "README lost its published-folders markers"
-    assert block.group(1) == registry.published_table()
+    assert block.group(1) == registry.published_table(), "paste registry.published_table() between the markers"
+
+
+def test_command_line_takes_the_vision_tokenizer_as_a_flag(tmp_path, capsys):
+    r = Reference("emu3")
+    folder = r.write("original", tmp_path / "models" / "Emu3-Gen", vq_folder=tmp_path / "parts" / "vq")
+    args = ["generate", "--model", folder, "--prompt", "a cat", "--height", "16", "--width", "24", "--device", "cpu",
+            "--mode", "fixed", "--window", "2", "-o", str(tmp_path / "cat.png")]
+    assert main(args) == 2 and "BAAI/Emu3-VisionTokenizer" in capsys.readouterr().err
+    assert main([*args, "--vision-tokenizer", str(tmp_path / "parts" / "vq")]) == 0
+    assert os.path.isfile(tmp_path / "cat.png")

@@ -4,6 +4,12 @@ Every family loads pickled ``.pt`` files and ``.safetensors`` files. Pickles are
 arbitrary globals (``weights_only=True``): a downloaded checkpoint must not be able to run code. A broken
 download (truncated, HTML error page, zero bytes) must say which file and what to do, not surface as a
 zip-reader traceback.
+
+Model folders in transformers' naming (one weight file, or shards listed by an index) are read here for every
+layout: a missing shard, a shard without a tensor its index promises, a missing or misshapen tensor are
+refused with the file, the tensor and the fix, before any model is built (``find_weight_files``,
+``read_weight_files``, ``check_tensors``). A ``.safetensors`` beside a pickle of the same name is read instead
+of it (``safetensors_twin``): the way out for a pickle that needs more than ``weights_only``.
 """
 from __future__ import annotations
 

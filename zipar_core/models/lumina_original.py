@@ -39,8 +39,9 @@ CHAMELEON_PUBLISHED = ("Meta's Chameleon release (the tokenizer/ folder of the d
 WHAT = "Lumina-mGPT (Alpha-VLLM layout)"
 _NORM = re.compile(r"^model\.layers\.(\d+)\.self_attn\.(q|k)_norm\.(weight|bias)$")
 _DROPPED = re.compile(r".*rotary_emb\.inv_freq$")
-# config.json entries of ChameleonXLLMXConfig that are training-only
-LUMINA_ONLY = ("z_loss_weight",)
+# config.json entries of Lumina's ChameleonXLLMXConfig / its ChameleonConfig fork that transformers' Chameleon
+# does not have (training loss weight, residual dropout, the text-only logit mask)
+LUMINA_ONLY = ("z_loss_weight", "dropout", "mask_image_logits")
 # vqgan.yaml (taming) names -> transformers' ChameleonVQVAEConfig names
 VQ_RENAMES = {"ch": "base_channels", "out_ch": "out_channels", "n_embed": "num_embeddings",
               "ch_mult": "channel_multiplier", "double_z": "double_latent", "z_channels": "latent_channels"}
