@@ -140,7 +140,8 @@ def write_janus_original(model, tok, folder, fmt: str = "bin", shards: int = 1) 
     save_tensors(janus_original_state_dict(model), folder, stem, fmt, shards)
     write_json(os.path.join(folder, "config.json"), janus_original_config(model))
     tok.save_pretrained(folder)
-    tc = json.load(open(os.path.join(folder, "tokenizer_config.json")))
+    with open(os.path.join(folder, "tokenizer_config.json")) as f:
+        tc = json.load(f)
     tc["tokenizer_class"] = "LlamaTokenizerFast"  # as DeepSeek's tokenizer_config.json says
     for name in ("bos_token", "eos_token", "pad_token"):  # named in special_tokens_map.json (below) instead
         tc.pop(name, None)

@@ -172,7 +172,8 @@ DEFECTS = ("tensor missing", "shape wrong", "shard missing")
 def _damage(folder, defect):
     """Damage the shard that holds a layer-1 projection; returns (shard file name, tensor name or None)."""
     index = next(f for f in os.listdir(folder) if f.endswith(".index.json"))
-    weight_map = json.load(open(os.path.join(folder, index)))["weight_map"]
+    with open(os.path.join(folder, index)) as f:
+        weight_map = json.load(f)["weight_map"]
     key = next(k for k in sorted(weight_map) if re.search(r"layers\.1\..*(down_proj|fc2)\.weight$", k))
     shard = weight_map[key]
     path = os.path.join(folder, shard)
@@ -336,7 +337,8 @@ def test_zipar_convert_writes_a_transformers_folder_once(ref, tmp_path, capsys):
     files = os.listdir(dst)
     assert "config.json" in files and any(f.endswith(".safetensors") for f in files)
     assert not any(f.endswith((".bin", ".ckpt", ".tiktoken")) for f in files)  # no pickles, nothing to convert again
-    config = json.load(open(dst / "config.json"))
+    with open(dst / "config.json") as f:
+        config = json.load(f)
     assert config["model_type"] == {"janus": "janus", "emu3": "emu3", "lumina": "chameleon"}[ref.family]
     ref.check(load_model(dst, device="cpu"))
     assert type(ref.model).from_pretrained(dst).state_dict().keys() == ref.model.state_dict().keys()  # plain transformers
@@ -369,7 +371,8 @@ def test_convert_imports_no_torch_until_it_runs():
 
 
 def test_readme_table_of_published_folders_matches_the_registry():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
     block = re.search(r"<!-- published:begin -->\n(.*?)\n<!-- published:end -->", text, re.S)
     assert block, "README lost its published-folders markers"
     assert block.group(1) == registry.published_table(), "paste registry.published_table() between the markers"

@@ -203,12 +203,12 @@ def hf_config(config: dict, shapes: dict[str, tuple], tokenizer, tags: dict):
     if model_name not in SIGLIP_HEADS:
         raise CheckpointError(f"vision_config.params.model_name {model_name!r} is not a SigLIP tower the Janus code "
                               f"builds ({', '.join(SIGLIP_HEADS)})")
-    width = patch[0]
+    width, image_size = patch[0], vision_params.get("image_size", 384)
     fc1 = shapes["model.vision_model.encoder.layers.0.mlp.fc1.weight"]
     vision = JanusVisionConfig(
         hidden_size=width, num_hidden_layers=_count(shapes, r"^model\.vision_model\.encoder\.layers\.(\d+)\."),
-        num_attention_heads=SIGLIP_HEADS[model_name], patch_size=patch[-1],
-        image_size=vision_params.get("image_size", 384), mlp_ratio=fc1[0] / width,
+        num_attention_heads=SIGLIP_HEADS[model_name], patch_size=patch[-1], image_size=image_size,
+        num_image_tokens=(image_size // patch[-1]) ** 2, mlp_ratio=fc1[0] / width,
         projection_dim=aligner.get("n_embed", text.hidden_size), depth=aligner.get("depth", 2))
 
     gen_vision, gen_aligner, gen_head = (_params(config, n) for n in ("gen_vision_config", "gen_aligner_config",
