@@ -10,7 +10,7 @@ import argparse
 import sys
 from importlib import import_module
 
-COMMANDS = ("generate", "sample", "demo", "bench", "steps")
+COMMANDS = ("generate", "sample", "demo", "bench", "steps", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

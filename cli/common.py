@@ -22,13 +22,16 @@ def flag(name: str) -> str:
 def model_args(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="a ZipAR pipeline folder (save_pretrained), a Janus-Pro / Emu3-Gen / Lumina-mGPT "
-                                   "transformers folder or hub id, or a folder of LlamaGen checkpoint files")
+                                   "folder or hub id (as published, or transformers' layout), or a folder of "
+                                   "LlamaGen checkpoint files")
     g.add_argument("--llamagen-gpt", help="LlamaGen GPT checkpoint file (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...)")
     g.add_argument("--llamagen-vq", help="LlamaGen VQ checkpoint file (vq_ds16_c2i.pt / vq_ds16_t2i.pt)")
     g.add_argument("--t5", help="FLAN-T5-XL folder (text-to-image LlamaGen)")
     g.add_argument("--image-size", type=int, help="LlamaGen training size, when the GPT file name does not say")
     g.add_argument("--n-head", type=int, help="LlamaGen heads, for a GPT file that matches no preset")
     g.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT), if not in the model folder")
+    g.add_argument("--vision-tokenizer", help="Emu3-VisionTokenizer folder or hub id (BAAI's Emu3-Gen layout), if "
+                                              "neither inside nor beside the model folder")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     g.add_argument("--device", help="default: cuda:$LOCAL_RANK when CUDA is available, else cpu")
 
@@ -90,7 +93,8 @@ def load_pipeline(args, device: str):
         kw = {"dtype": dtype} if dtype is not None else {}
         if not os.path.isfile(os.path.join(args.model, "model_index.json")) and os.path.isdir(args.model):
             # an original release folder: transformers (Janus-Pro, Emu3-Gen, Lumina-mGPT) or LlamaGen files
-            extra = {"vqgan": args.vqgan, "image_size": args.image_size, "n_head": args.n_head, "t5_path": args.t5}
+            extra = {"vqgan": args.vqgan, "image_size": args.image_size, "n_head": args.n_head, "t5_path": args.t5,
+                     "vision_tokenizer": getattr(args, "vision_tokenizer", None)}
             kw.update(device=device, **{k: v for k, v in extra.items() if v is not None})
         pipe = ZipARPipeline.from_pretrained(args.model, **kw)
     else:

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..zipar_core.model_files import CHECKPOINT_SUFFIXES, is_checkpoint, is_vq_checkpoint, llamagen_parts
+from ..zipar_core.model_files import CHECKPOINT_SUFFIXES, is_checkpoint, is_part_folder, is_vq_checkpoint, llamagen_parts
 
 FOLDER = "zipar"  # models/zipar
 ENV_MODELS_DIR = "ZIPAR_MODELS_DIR"
@@ -83,8 +83,9 @@ def model_folders() -> list[str]:
 
 
 def _is_model_dir(path: str) -> bool:
-    """A folder that is one model: a transformers folder (config.json), or a LlamaGen folder with exactly
-    one GPT checkpoint and its VQ tokenizer (and, for text-to-image, a FLAN-T5 subfolder)."""
+    """A folder that is one model: a folder with a config.json (transformers' layout or the original
+    publisher's), or a LlamaGen folder with exactly one GPT checkpoint and its VQ tokenizer (and, for
+    text-to-image, a FLAN-T5 subfolder)."""
     try:
         if os.path.isfile(os.path.join(path, "config.json")):
             return True
@@ -117,6 +118,8 @@ def _scan(base: str, rel: str, depth: int, out: set) -> None:
             continue
         name = f"{rel}/{item.name}" if rel else item.name
         if item.is_dir():
+            if is_part_folder(item.path):  # a part of a model (Emu3's vision tokenizer): loaded with its model
+                continue
             if _is_model_dir(item.path):
                 out.add(name)
             elif depth + 1 < _MAX_DEPTH:

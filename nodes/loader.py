@@ -8,7 +8,7 @@ DTYPES = ["auto", "bf16", "fp16", "fp32"]
 # procedural shapes dataset of zipar.demo_model; classes 0-9), shipped with the package.
 BUILTIN_DEMO = "zipar-demo (built-in, 10 shape classes)"
 FAMILY_HELP = ("LlamaGen (a GPT checkpoint such as c2i_L_384.pt with its vq_ds16_*.pt), Janus-Pro, Emu3-Gen or "
-               "Lumina-mGPT (transformers model folders)")
+               "Lumina-mGPT (model folders as published: the original publishers' or transformers' layout)")
 
 
 def builtin_demo_model(device=None, dtype=None):

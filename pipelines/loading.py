@@ -23,8 +23,9 @@ class PipelineLoadingMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """A ZipAR pipeline folder (``model_index.json``, written by ``save_pretrained``), or an original
-        transformers folder / hub id of Janus-Pro, Emu3-Gen or Lumina-mGPT (``config.json``), or a folder of
+        """A ZipAR pipeline folder (``model_index.json``, written by ``save_pretrained``), or a model folder / hub
+        id of Janus-Pro, Emu3-Gen or Lumina-mGPT (``config.json``; transformers' layout or the original
+        publisher's, README "Model folders you can download"), or a folder of
         LlamaGen's release files (see :meth:`from_original`). LlamaGen's checkpoint files by name load with
         :meth:`from_llamagen_checkpoints`.
 
@@ -47,10 +48,11 @@ class PipelineLoadingMixin:
 
     @classmethod
     def from_original(cls, path_or_id: str, *, torch_dtype=None, dtype=None, device=None, **options):
-        """A model as its authors publish it: a transformers folder or hub id of Janus-Pro, Emu3-Gen or
-        Lumina-mGPT, or a folder holding LlamaGen's GPT and VQ checkpoints (and a FLAN-T5 folder for t2i); the
-        family is detected by ``zipar_core.models.load_model``, which also takes the loader's options
-        (``attn_implementation``, ``vqgan``, ``target_size``, LlamaGen's ``image_size`` / ``n_head``).
+        """A model as its authors publish it: a folder or hub id of Janus-Pro, Emu3-Gen or Lumina-mGPT (in their
+        publishers' layout or transformers'), or a folder holding LlamaGen's GPT and VQ checkpoints (and a
+        FLAN-T5 folder for t2i); the family is detected by ``zipar_core.models.load_model``, which also takes the
+        loader's options (``attn_implementation``, ``vqgan``, ``target_size``, ``vision_tokenizer``, LlamaGen's
+        ``image_size`` / ``n_head``).
         ``dtype`` (or diffusers' older name ``torch_dtype``) is the weights' dtype; None keeps the checkpoint's."""
         from ..zipar_core.models import load_model
 

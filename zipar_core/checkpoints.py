@@ -4,13 +4,21 @@ Every family loads pickled ``.pt`` files and ``.safetensors`` files. Pickles are
 arbitrary globals (``weights_only=True``): a downloaded checkpoint must not be able to run code. A broken
 download (truncated, HTML error page, zero bytes) must say which file and what to do, not surface as a
 zip-reader traceback.
+
+Model folders in transformers' naming (one weight file, or shards listed by an index) are read here for every
+layout: a missing shard, a shard without a tensor its index promises, a missing or misshapen tensor are
+refused with the file, the tensor and the fix, before any model is built (``find_weight_files``,
+``read_weight_files``, ``check_tensors``). A ``.safetensors`` beside a pickle of the same name is read instead
+of it (``safetensors_twin``): the way out for a pickle that needs more than ``weights_only``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -72,11 +80,26 @@ def _load_pickle(path: str, size: int) -> object:
         if "Unsupported global" in str(e):  # a real pickle with objects we refuse to construct
             raise CheckpointError(
                 f"checkpoint {path} holds Python objects other than tensors, so it is not loaded (loading "
-                f"it would allow it to run code). Convert it to safetensors in a trusted environment, or "
-                f"save only its state dict. Reader said: {_reader_said(e)}") from e
+                f"it would allow it to run code). {convert_once_hint(path)} Reader said: {_reader_said(e)}") from e
         raise _corrupt(path, size, e) from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
         raise _corrupt(path, size, e) from e
+
+
+def safetensors_twin(path: str) -> str:
+    """The ``.safetensors`` file that stands in for a pickle of the same name (``vqgan.ckpt`` ->
+    ``vqgan.safetensors``); the folder loaders read it instead of the pickle when it exists."""
+    return os.path.splitext(path)[0] + ".safetensors"
+
+
+def convert_once_hint(path: str) -> str:
+    """How to turn a pickle that needs more than ``weights_only=True`` into safetensors, once, where the file is
+    trusted; the loaders then read the ``.safetensors`` beside it and never unpickle anything."""
+    twin = safetensors_twin(path)
+    return ("If you trust where it came from, convert it once to safetensors (the folder loaders read the "
+            f".safetensors beside it instead): python -c \"import torch; from safetensors.torch import save_file; "
+            f"sd = torch.load({path!r}, map_location='cpu', weights_only=False); sd = sd.get('state_dict', sd); "
+            f"save_file({{k: v.contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}}, {twin!r})\".")
 
 
 def _sniff(path: str) -> str | None:
@@ -167,3 +190,141 @@ def format_shape_mismatch(model_sd: Mapping[str, torch.Tensor], file_sd: Mapping
     shown = ", ".join(f"{k}: file {f} vs model {m}" for k, f, m in bad[:limit])
     more = f", ... ({len(bad)} in all)" if len(bad) > limit else ""
     return f"{len(bad)} shape mismatch(es): {shown}{more}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Folders of weight files in transformers' naming (one file, or shards listed by an index)
+
+# (index, single file) pairs in order of preference: safetensors first, pickles only when that is all there is
+WEIGHT_LAYOUTS = (("model.safetensors.index.json", "model.safetensors"),
+                  ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+
+
+class MissingShardError(CheckpointError):
+    """A sharded checkpoint whose index names a shard that is not in the folder."""
+
+
+@dataclass
+class WeightFiles:
+    """The weight files of a model folder: ``files`` in load order; for a sharded checkpoint ``index`` (its
+    path) and ``weight_map`` (tensor name -> shard file name, as the index lists it)."""
+
+    folder: str
+    files: list[str]
+    index: str | None = None
+    weight_map: dict[str, str] = field(default_factory=dict)
+
+    def names(self) -> str:
+        shown = [os.path.basename(f) for f in self.files]
+        return ", ".join(shown[:3]) + (f", ... ({len(shown)} files)" if len(shown) > 3 else "")
+
+    def where(self, key: str) -> str:
+        """Which file should hold tensor ``key`` (the index's answer for a sharded checkpoint)."""
+        if key in self.weight_map:
+            return os.path.join(self.folder, self.weight_map[key])
+        parts = key.split(".")
+        for i in range(1, len(parts) - 1):  # a model name the loader renamed (text_model.model.x -> model.text_model.x)
+            tail = "." + ".".join(parts[i:])
+            found = {f for k, f in self.weight_map.items() if k.endswith(tail)}
+            if len(found) == 1:
+                return os.path.join(self.folder, found.pop())
+        return self.files[0] if len(self.files) == 1 else f"{self.folder} ({self.names()})"
+
+
+def find_weight_files(folder: str, what: str = "model", published: str = "") -> WeightFiles:
+    """The weight files of a transformers-style folder: ``model.safetensors(.index.json)`` first, then
+    ``pytorch_model.bin(.index.json)``; a ``.bin`` with a ``.safetensors`` of the same name beside it is read as
+    the safetensors. An index whose shards are not all there is refused here, naming the missing ones, before
+    anything is read. ``what`` / ``published`` name the model and where it is downloaded, for messages."""
+    again = f"download it again{' from ' + published if published else ''}"
+    for index_name, single in WEIGHT_LAYOUTS:
+        index = os.path.join(folder, index_name)
+        if os.path.isfile(index):
+            try:
+                with open(index, encoding="utf-8") as f:
+                    weight_map = dict(json.load(f)["weight_map"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{index} is not a readable shard index ({e}): {again}") from e
+            shards = sorted(set(weight_map.values()))
+            missing = [s for s in shards if not os.path.isfile(os.path.join(folder, s))
+                       and not os.path.isfile(safetensors_twin(os.path.join(folder, s)))]
+            if missing:
+                raise MissingShardError(
+                    f"{what} in {folder} is incomplete: {index_name} lists {len(shards)} shard files and "
+                    f"{len(missing)} of them are missing ({', '.join(missing)}; they hold {sum(v in missing for v in weight_map.values())} "
+                    f"tensors such as {next(k for k, v in weight_map.items() if v in missing)!r}). Fix: {again} "
+                    "(all shards plus the index), or finish the interrupted download")
+            files = [_prefer_safetensors(os.path.join(folder, s)) for s in shards]
+            return WeightFiles(folder, files, index, weight_map)
+        path = os.path.join(folder, single)
+        if os.path.isfile(path) or os.path.isfile(safetensors_twin(path)):
+            return WeightFiles(folder, [_prefer_safetensors(path)])
+    present = sorted(f for f in os.listdir(folder) if f.endswith((".safetensors", ".bin", ".json")))
+    raise CheckpointError(f"{what} in {folder} has no weight files: expected model.safetensors, "
+                          "model.safetensors.index.json with its shards, pytorch_model.bin or "
+                          f"pytorch_model.bin.index.json with its shards; found {present or 'none'}. Fix: {again}")
+
+
+def _prefer_safetensors(path: str) -> str:
+    twin = safetensors_twin(path)
+    return twin if not path.endswith(".safetensors") and os.path.isfile(twin) else path
+
+
+def read_weight_files(weights: WeightFiles) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor of a folder's weight files on CPU (pickles with ``weights_only=True``) -> (state dict,
+    {tensor name: file it came from}). A shard that lacks a tensor its index assigns to it is refused, naming
+    the shard and the tensor."""
+    sd: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for path in weights.files:
+        part = unwrap_state_dict(load_file(path), path)
+        sd.update(part)
+        origin.update(dict.fromkeys(part, path))
+    listed = [k for k in weights.weight_map if k not in sd]
+    if listed:
+        k = listed[0]
+        raise CheckpointError(
+            f"{weights.where(k)} lacks tensor {k!r}, which {os.path.basename(weights.index)} says it holds "
+            f"({len(listed)} listed tensor(s) missing): the shard is truncated or from another download. Fix: "
+            "download that shard again")
+    return sd, origin
+
+
+def tensor_shapes(weights: WeightFiles) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of every tensor without reading the data (safetensors headers); pickled shards are read
+    (weights only)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in weights.files:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            try:
+                with safe_open(path, framework="pt") as f:
+                    shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+            except Exception as e:  # noqa: BLE001 -- safetensors' own error type
+                raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: "
+                                      f"{_redownload_hint(path)}. Reader said: {e}") from e
+        else:
+            shapes.update({k: tuple(v.shape) for k, v in unwrap_state_dict(load_file(path), path).items()})
+    return shapes
+
+
+def check_tensors(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]],
+                  describe, fix: str, what: str) -> None:
+    """Refuse a checkpoint that lacks a tensor the model needs or holds one of the wrong shape, before any
+    model is built: one message naming the file, the tensor (as the file spells it) and the fix.
+    ``describe(name) -> (file, name in the file)``; ``expected``/``found`` map the model's names to shapes."""
+    missing = [k for k in expected if k not in found]
+    wrong = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    if not missing and not wrong:
+        return
+    lines = []
+    for k in missing[:5]:
+        file, name = describe(k)
+        lines.append(f"tensor {name!r} is missing from {file}")
+    for k in wrong[:5]:
+        file, name = describe(k)
+        lines.append(f"tensor {name!r} in {file} has shape {tuple(found[k])}, the model needs {tuple(expected[k])}")
+    more = len(missing) + len(wrong) - len(lines)
+    raise CheckpointError(f"{what} does not load: " + "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+                          + f". Fix: {fix}")

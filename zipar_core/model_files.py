@@ -2,10 +2,12 @@
 folders with these rules, and the loaders in ``models`` find a model's parts with the same ones.
 
 LlamaGen ships a GPT checkpoint and a VQ tokenizer checkpoint (its name contains "vq") side by side and,
-for text-to-image, a FLAN-T5 folder (its name contains "t5").
+for text-to-image, a FLAN-T5 folder (its name contains "t5"). Some folders with a config.json are a part of
+a model, never a model by themselves (BAAI's Emu3-VisionTokenizer): ``is_part_folder``.
 """
 from __future__ import annotations
 
+import json
 import os
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -28,3 +30,24 @@ def llamagen_parts(folder: str) -> tuple[list[str], list[str], list[str]]:
     gpt = [f for f in files if f not in vq]
     t5 = [e for e in entries if "t5" in e.lower() and os.path.isdir(os.path.join(folder, e))]
     return gpt, vq, t5
+
+
+# config.json model_type of folders that are a part of a model -> what it is and what to do with it
+PART_MODEL_TYPES = {
+    "Emu3VisionVQ": "Emu3-Gen's vision tokenizer (BAAI/Emu3-VisionTokenizer), a part of Emu3-Gen, not a model: put "
+                    "it inside the Emu3-Gen folder as vision_tokenizer/ (or beside it) and load the Emu3-Gen folder",
+}
+
+
+def config_model_type(folder: str) -> str | None:
+    """``model_type`` of a folder's config.json (None without one, or when it is unreadable)."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            return json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def is_part_folder(folder: str) -> bool:
+    """A folder whose config.json says it is a part of a model (listed and loaded only with its model)."""
+    return config_model_type(folder) in PART_MODEL_TYPES

@@ -18,15 +18,17 @@ def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None
     """An adapter for a local model folder, a checkpoint file or a hub id; the family is detected
     (``registry.detect``) and its adapter's ``from_pretrained`` loads it:
 
-    - a folder or hub id with a transformers ``config.json``: Janus-Pro, Emu3-Gen or Lumina-mGPT
-      (by ``model_type``);
+    - a folder or hub id with a ``config.json``: Janus-Pro, Emu3-Gen or Lumina-mGPT (by ``model_type``), in
+      transformers' layout or in the original publisher's (DeepSeek's, BAAI's, Alpha-VLLM's), which the
+      family's adapter converts in memory (README, "Model folders you can download");
     - a LlamaGen GPT checkpoint file (``c2i_L_384.pt``, ``.safetensors``), with ``vq_path`` or a VQ
       checkpoint (``vq_ds16_*``) beside it;
     - a folder holding LlamaGen files: a GPT checkpoint, a VQ checkpoint (name contains ``vq``) and, for
       text-to-image, a FLAN-T5 folder (``t5_path`` or a subfolder whose name contains ``t5``).
 
     kwargs go to the adapter's loader (``vq_path``, ``t5_path``, ``image_size``, ``n_head`` for LlamaGen;
-    ``attn_implementation``, ``vqgan``, ``target_size`` for the transformers families).
+    ``attn_implementation``, ``vqgan``, ``target_size`` for the transformers families, ``vision_tokenizer``
+    for Emu3-Gen in BAAI's layout).
     """
     path = os.fspath(path_or_id)
     if os.path.exists(path):
@@ -34,8 +36,8 @@ def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None
     elif os.path.isabs(path) or path.startswith(".") or path.count("/") != 1:
         raise FileNotFoundError(f"no model at {path}: give a model folder, a checkpoint file or a hub id "
                                 "(owner/name)")
-    else:  # a hub id: let transformers resolve and cache its config
-        from transformers import AutoConfig
+    else:  # a hub id: its config.json (cached by huggingface_hub) says the family and the layout
+        from .hub import read_config
 
-        family = registry.family_for_model_type(AutoConfig.from_pretrained(path).model_type, path)
+        family = registry.family_for_model_type(read_config(path, **kwargs).get("model_type", ""), path)
     return registry.adapter_class(family.name).from_pretrained(path, torch_dtype=torch_dtype, device=device, **kwargs)

@@ -22,6 +22,10 @@ from torch.nn import functional as F
 
 DECODER_PREFIXES = ("quantize.embedding.", "post_quant_conv.", "decoder.")
 METADATA_KEY = "zipar_chameleon_vqgan_config"
+# where Chameleon's tokenizer files are looked for inside a model folder (Meta's release calls the folder
+# tokenizer/, Lumina-mGPT's code ckpts/chameleon/tokenizer/); a chameleon/[tokenizer/] folder beside it also works
+SUBFOLDERS = ("", "tokenizer", os.path.join("chameleon", "tokenizer"), "chameleon", "vqgan", "image_tokenizer",
+              os.path.join("image_tokenizer", "chameleon"))
 
 
 @dataclass
@@ -198,9 +202,11 @@ def find_vqgan_files(path: str) -> tuple[str, str | None]:
         folder, weights = os.path.dirname(path), path
     else:
         weights = None
-        for sub in ("", "vqgan", "image_tokenizer", os.path.join("image_tokenizer", "chameleon"), "tokenizer"):
+        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "chameleon")  # one copy for several models
+        places = [os.path.join(path, sub) for sub in SUBFOLDERS] + [os.path.join(beside, "tokenizer"), beside]
+        for place in places:
             for name in ("vqgan.safetensors", "vqgan.ckpt"):
-                candidate = os.path.join(path, sub, name)
+                candidate = os.path.join(place, name)
                 if os.path.isfile(candidate):
                     weights = candidate
                     break
@@ -215,6 +221,17 @@ def find_vqgan_files(path: str) -> tuple[str, str | None]:
     return weights, yaml_path if os.path.isfile(yaml_path) else None
 
 
+def read_metadata_config(weights: str) -> VQGANConfig | None:
+    """The config a ``save_safetensors`` file carries in its metadata (None for other files)."""
+    if not weights.endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(weights, "pt") as f:
+        meta = (f.metadata() or {}).get(METADATA_KEY)
+    return VQGANConfig(**json.loads(meta)) if meta else None
+
+
 def load_chameleon_vqgan(path: str, config: VQGANConfig | None = None, device=None,
                          dtype: torch.dtype = torch.float32) -> ChameleonVQGANDecoder:
     """Load the decoder from vqgan.ckpt (+ vqgan.yaml) or a safetensors conversion; ``path`` is the file
@@ -222,12 +239,8 @@ def load_chameleon_vqgan(path: str, config: VQGANConfig | None = None, device=No
     from ..checkpoints import load_state_dict
 
     weights, yaml_path = find_vqgan_files(path)
-    if config is None and weights.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(weights, "pt") as f:
-            meta = (f.metadata() or {}).get(METADATA_KEY)
-        config = VQGANConfig(**json.loads(meta)) if meta else None
+    if config is None:
+        config = read_metadata_config(weights)
     if config is None and yaml_path is not None:
         config = _read_yaml(yaml_path)
     model = ChameleonVQGANDecoder(config).load_weights(load_state_dict(weights), weights)  # pickles: weights_only

@@ -13,6 +13,8 @@ the forward with the conditional rows, left-padded, with its own positions, whic
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..errors import SettingError
@@ -62,10 +64,27 @@ class Emu3Adapter(VocabularyImageAdapter):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-                        tokenizer=None, **kwargs) -> Emu3Adapter:
+                        tokenizer=None, vision_tokenizer: str | None = None, **kwargs) -> Emu3Adapter:
+        """A folder or hub id in transformers' layout (BAAI/Emu3-Gen-hf) or BAAI's own (BAAI/Emu3-Gen with its
+        vision tokenizer, converted in memory: ``emu3_original``). vision_tokenizer: the Emu3-VisionTokenizer
+        folder or hub id, when it is neither inside nor beside the model folder."""
+        from . import emu3_original
+        from .hub import read_config, snapshot
+
+        config = read_config(path_or_id, **kwargs)
+        if emu3_original.is_original(config):
+            local = os.path.isdir(path_or_id)
+            folder = path_or_id if local else snapshot(path_or_id, **kwargs)
+            model, tok = emu3_original.load(folder, config, torch_dtype, device, attn_implementation, tokenizer,
+                                            vision_tokenizer, from_hub=not local, **kwargs)
+            return cls(model, tok)
+        if vision_tokenizer is not None:
+            raise SettingError("vision_tokenizer", f"{path_or_id} is in transformers' layout, which holds the VQ model "
+                                                   "itself: leave {name} unset")
         from transformers import Emu3ForConditionalGeneration
 
-        model = load_hf(Emu3ForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation, **kwargs)
+        model = load_hf(Emu3ForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation,
+                        what="Emu3-Gen", published="huggingface.co/BAAI/Emu3-Gen-hf", **kwargs)
         return cls(model, load_tokenizer(path_or_id, tokenizer))
 
     def components(self) -> tuple[dict, dict]:

@@ -13,11 +13,13 @@ adapter.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
 
 import torch
 
 from ..cache import additive_mask
+from ..checkpoints import CheckpointError
 from ..errors import SettingError
 from ..layout import TokenLayout
 from ..protocol import EOL_TOKEN, AdapterBase, Conditioning, Request
@@ -103,12 +105,71 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_hf(model_cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-            **kwargs):
-    """``model_cls.from_pretrained`` with a checked attention implementation, in eval mode (Emu3's
-    attention dropout defaults to 0.1), moved to ``device``."""
+            what: str = "model", published: str = "", **kwargs):
+    """``model_cls.from_pretrained`` of a folder in transformers' own layout (or a hub id) with a checked
+    attention implementation, in eval mode (Emu3's attention dropout defaults to 0.1), moved to ``device``.
+
+    transformers fills a tensor the checkpoint lacks with random values and only logs it; here a missing or
+    misshapen tensor is an error naming the file, and a sharded folder with a shard missing is refused before
+    anything is read. The model is built on CPU and moved to ``device`` only once it is complete."""
+    from ..checkpoints import find_weight_files
+
     impl = check_attention(attn_implementation)
-    model = model_cls.from_pretrained(path_or_id, dtype=torch_dtype or "auto", attn_implementation=impl, **kwargs)
+    local = os.path.isdir(path_or_id)
+    weights = find_weight_files(path_or_id, what, published) if local else None
+    model, info = model_cls.from_pretrained(path_or_id, dtype=torch_dtype or "auto", attn_implementation=impl,
+                                            ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or ())
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        del model  # nothing half-loaded survives the error
+        where = weights.where if weights is not None else (lambda k: f"the weight files of {path_or_id}")
+        lines = [f"tensor {k!r} is missing from {where(k)}" for k in missing[:5]]
+        lines += [f"tensor {k!r} in {where(k)} has shape {tuple(got)}, the model needs {tuple(need)}"
+                  for k, got, need in mismatched[:5]]
+        more = len(missing) + len(mismatched) - len(lines)
+        raise CheckpointError(f"{what} in {path_or_id} does not load: " + "; ".join(lines)
+                              + (f"; and {more} more" if more > 0 else "")
+                              + f". Fix: {redownload_fix(published)}")
     return model.to(resolve_device(device)).eval()
+
+
+def redownload_fix(published: str = "") -> str:
+    return ("the download is incomplete or damaged, or config.json belongs to other weights: download the model "
+            f"folder again{' (' + published + ')' if published else ''}")
+
+
+def load_converted(model_cls, config, sd: dict[str, torch.Tensor], describe, *, what: str, fix: str,
+                   torch_dtype=None, device=None, attn_implementation: str = "sdpa"):
+    """A transformers model from a state dict already converted to its names (an original publisher's layout,
+    converted in memory). Every tensor is checked against the model first, on the meta device: a missing
+    tensor or a wrong shape is refused (``describe(name) -> (file, name in the file)`` says it in the file's
+    words) before any weights are built, so a failed load leaves nothing behind. ``torch_dtype`` None keeps
+    the checkpoint's dtype."""
+    from ..checkpoints import check_tensors
+
+    impl = check_attention(attn_implementation)
+    with torch.device("meta"):
+        reference = model_cls(config)
+    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):  # a tied head is the embedding, not a tensor of its own
+        for tied in getattr(reference, "_tied_weights_keys", None) or ():
+            expected.pop(tied, None)
+    del reference
+    check_tensors(expected, {k: tuple(v.shape) for k, v in sd.items()}, describe, fix, what)
+    dtype = torch_dtype or checkpoint_dtype(sd)
+    model = model_cls.from_pretrained(None, config=config, state_dict={k: sd[k] for k in expected}, dtype=dtype,
+                                      attn_implementation=impl)
+    return model.to(resolve_device(device)).eval()
+
+
+def checkpoint_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype:
+    """The dtype most of a checkpoint's floating tensors have (what ``dtype="auto"`` keeps)."""
+    counts: dict[torch.dtype, int] = {}
+    for v in sd.values():
+        if v.is_floating_point():
+            counts[v.dtype] = counts.get(v.dtype, 0) + v.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
 
 
 def load_tokenizer(path_or_id: str, tokenizer=None, **kwargs):
@@ -163,6 +224,16 @@ class HFAdapter(AdapterBase):
     @property
     def attn_implementation(self) -> str:
         return model_attention(self.backbone)
+
+    def save_pretrained(self, folder: str) -> list[str]:
+        """Write the model in transformers' own layout (safetensors, config, generation config) with its
+        tokenizer: the folder ``zipar convert`` writes, which every face and transformers itself load without
+        converting anything. Returns the files written."""
+        os.makedirs(folder, exist_ok=True)
+        self.model.save_pretrained(folder)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+        return sorted(os.listdir(folder))
 
     # -- conditioning --------------------------------------------------------------------------------
     def missing_text_encoder(self) -> str | None:

@@ -8,6 +8,7 @@ Guidance rows are that method's unconditional prompt: every token except BOS and
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -52,9 +53,20 @@ class JanusAdapter(HFAdapter):
     @classmethod
     def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
                         tokenizer=None, **kwargs) -> JanusAdapter:
+        """A folder or hub id in transformers' layout (deepseek-community/Janus-Pro-7B) or DeepSeek's own
+        (deepseek-ai/Janus-Pro-7B, converted in memory: ``janus_original``)."""
+        from . import janus_original
+        from .hub import read_config, snapshot
+
+        config = read_config(path_or_id, **kwargs)
+        if janus_original.is_original(config):
+            folder = path_or_id if os.path.isdir(path_or_id) else snapshot(path_or_id, **kwargs)
+            model, tok = janus_original.load(folder, config, torch_dtype, device, attn_implementation, tokenizer)
+            return cls(model, tok)
         from transformers import JanusForConditionalGeneration
 
-        model = load_hf(JanusForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation, **kwargs)
+        model = load_hf(JanusForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation,
+                        what="Janus-Pro", published="huggingface.co/deepseek-community/Janus-Pro-7B", **kwargs)
         return cls(model, load_tokenizer(path_or_id, tokenizer))
 
     def components(self) -> tuple[dict, dict]:

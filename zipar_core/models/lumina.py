@@ -88,25 +88,48 @@ class LuminaAdapter(VocabularyImageAdapter):
     @classmethod
     def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
                         tokenizer=None, vqgan=None, target_size: int | None = None, **kwargs) -> LuminaAdapter:
-        """vqgan: a ChameleonVQGANDecoder, or a path (file or folder) holding vqgan.ckpt + vqgan.yaml or a
-        safetensors conversion; None looks in the model folder. target_size: the training size; None reads it
-        from the name (…-768), else any multiple of 32 that fits the context is allowed."""
+        """A folder or hub id in Alpha-VLLM's layout (Alpha-VLLM/Lumina-mGPT-7B-768, converted in memory:
+        ``lumina_original``) or transformers' Chameleon layout. vqgan: a ChameleonVQGANDecoder, or a path (file
+        or folder) holding vqgan.ckpt + vqgan.yaml or a safetensors conversion; None looks in and beside the
+        model folder. target_size: the training size; None reads it from the name (…-768), else any multiple of
+        32 that fits the context is allowed."""
+        from ..checkpoints import find_weight_files
+        from . import lumina_original
+        from .chameleon_vqgan import ChameleonVQGANDecoder, load_chameleon_vqgan
+        from .hub import read_config, snapshot
+
+        size = target_size if target_size is not None else guess_target_size(path_or_id)
+        config = read_config(path_or_id, **kwargs)
+        local = os.path.isdir(path_or_id)
+        weights = find_weight_files(path_or_id, "Lumina-mGPT", lumina_original.PUBLISHED) if local else None
+        decoder = vqgan if isinstance(vqgan, ChameleonVQGANDecoder) else None
+        if lumina_original.is_original(config, weights):
+            folder = path_or_id if local else snapshot(path_or_id, **kwargs)
+            model, tok, found = lumina_original.load(folder, config, torch_dtype, device, attn_implementation,
+                                                     tokenizer, None if decoder is not None else vqgan)
+            return cls(model, tok, decoder or found, size)
         from transformers import ChameleonForConditionalGeneration
 
-        from .chameleon_vqgan import ChameleonVQGANDecoder, load_chameleon_vqgan
-
         model = load_hf(ChameleonForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation,
-                        **kwargs)
-        if not isinstance(vqgan, ChameleonVQGANDecoder):
-            where = vqgan or (path_or_id if os.path.isdir(path_or_id) else None)
+                        what="Lumina-mGPT", published=lumina_original.PUBLISHED, **kwargs)
+        if decoder is None:
+            where = vqgan or (path_or_id if local else None)
             try:
-                vqgan = load_chameleon_vqgan(where, device=model.device) if where else None
+                decoder = load_chameleon_vqgan(where, device=model.device) if where else None
             except FileNotFoundError:
                 if vqgan is not None:  # asked for explicitly: say so
                     raise
-                vqgan = None
-        return cls(model, load_tokenizer(path_or_id, tokenizer), vqgan,
-                   target_size if target_size is not None else guess_target_size(path_or_id))
+        return cls(model, load_tokenizer(path_or_id, tokenizer), decoder, size)
+
+    def save_pretrained(self, folder: str) -> list[str]:
+        """transformers' Chameleon layout (q/k norms one row per head, the image encoder inside) plus the VQGAN
+        decoder as ``vqgan.safetensors`` with its config in the metadata (no pickle, no yaml needed)."""
+        super().save_pretrained(folder)
+        if self.vqgan is not None:
+            from .chameleon_vqgan import save_safetensors
+
+            save_safetensors(self.vqgan, os.path.join(folder, "vqgan.safetensors"))
+        return sorted(os.listdir(folder))
 
     def components(self) -> tuple[dict, dict]:
         """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""

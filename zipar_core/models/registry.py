@@ -15,6 +15,8 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from importlib import import_module
 
+from ..model_files import PART_MODEL_TYPES
+
 _MODELS = __name__.rsplit(".", 1)[0]  # zipar.zipar_core.models (whatever the top package is called)
 
 
@@ -34,6 +36,16 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A model folder as its publisher puts it on the hub, and how ZipAR reads it (README's table)."""
+
+    where: str  # hub ids or release files
+    layout: str  # whose format: the original publisher's, or transformers' conversion
+    loads: str  # how ZipAR reads it
+    put: str  # what goes where (a face points at the folder; ComfyUI: models/zipar/<folder>)
+
+
+@dataclass(frozen=True)
 class Family:
     name: str  # the one name: config values, model_index.json, adapters' ``family``
     title: str  # what people call it
@@ -42,7 +54,7 @@ class Family:
     defaults: Defaults
     variants: dict[str, Defaults] = field(default_factory=dict)  # keyed by the adapter's ``variant``
     labels: dict[str, str] = field(default_factory=dict)  # what each variant ("" = default) is, for tables
-    model_types: tuple[str, ...] = ()  # transformers config.json model_type values
+    model_types: tuple[str, ...] = ()  # config.json model_type values (transformers' and the original publishers')
     module_classes: tuple[str, ...] = ()  # class names of the main module (non-transformers families)
     sizes: str = ""  # what sizes it makes, for help texts
     pixels_per_token: int = 16
@@ -50,6 +62,7 @@ class Family:
     files: str = ""  # what a user downloads, for help texts
     tiny: str = ""  # "module:function" building a tiny random adapter (tests, benchmarks)
     sources: str = ""  # where the defaults come from
+    published: tuple[Published, ...] = ()  # the folders people download, in every layout that loads
 
     def defaults_for(self, variant: str | None = None) -> Defaults:
         return self.variants.get(variant or "", self.defaults)
@@ -69,24 +82,54 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         sizes="multiples of 16 px up to the trained grid (c2i 256/384 px, t2i 256/512 px)",
         files="a GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt) with its VQ-16 tokenizer (vq_ds16_c2i.pt); "
               "text-to-image also the google/flan-t5-xl folder",
-        tiny="tiny:tiny_llamagen", sources="LlamaGen README / sample_c2i_ddp.py, sample_t2i.py"),
+        tiny="tiny:tiny_llamagen", sources="LlamaGen README / sample_c2i_ddp.py, sample_t2i.py",
+        published=(
+            Published("FoundationVision/LlamaGen: c2i_{B,L,XL,XXL,3B}_{256,384}.pt + vq_ds16_c2i.pt",
+                      "LlamaGen release (.pt, weights under \"model\")", "as published (pickles read weights-only)",
+                      "the GPT .pt file (VQ beside it), or a folder holding both"),
+            Published("FoundationVision/LlamaGen: t2i_XL_stage{1,2}_{256,512}.pt + vq_ds16_t2i.pt, google/flan-t5-xl",
+                      "LlamaGen release", "as published",
+                      "a folder with the GPT .pt, the VQ .pt and the FLAN-T5 folder (a subfolder named *t5*)"))),
     Family(
-        name="janus", title="Janus-Pro", adapter="janus:JanusAdapter", conditioning="text", model_types=("janus",),
-        defaults=Defaults(guidance_scale=5.0), sizes="384x384 only",
-        files="the transformers folder of deepseek-community/Janus-Pro-7B (or -1B)",
-        tiny="tiny:tiny_janus_adapter", sources="transformers' Janus generate (cfg 5)"),
+        name="janus", title="Janus-Pro", adapter="janus:JanusAdapter", conditioning="text",
+        model_types=("janus", "multi_modality"), defaults=Defaults(guidance_scale=5.0), sizes="384x384 only",
+        files="the folder of deepseek-ai/Janus-Pro-7B (or -1B, Janus-1.3B), or transformers' "
+              "deepseek-community/Janus-Pro-7B",
+        tiny="tiny:tiny_janus_adapter", sources="transformers' Janus generate (cfg 5)",
+        published=(
+            Published("deepseek-ai/Janus-Pro-7B, deepseek-ai/Janus-Pro-1B, deepseek-ai/Janus-1.3B",
+                      "DeepSeek (model_type multi_modality; .bin or .safetensors, one file or shards)", "converted in memory",
+                      "the downloaded folder as it is"),
+            Published("deepseek-community/Janus-Pro-7B, deepseek-community/Janus-Pro-1B", "transformers (janus)",
+                      "as published", "the downloaded folder as it is"))),
     Family(
-        name="emu3", title="Emu3-Gen", adapter="emu3:Emu3Adapter", conditioning="text", model_types=("emu3",),
+        name="emu3", title="Emu3-Gen", adapter="emu3:Emu3Adapter", conditioning="text", model_types=("emu3", "Emu3"),
         defaults=Defaults(window=8, guidance_scale=3.0, top_k=2048), pixels_per_token=8, eol=True,
         sizes="multiples of 8 px, any aspect ratio (720x720 by default)",
-        files="the transformers folder of BAAI/Emu3-Gen-hf", tiny="tiny:tiny_emu3_adapter",
-        sources="BAAI's Emu3-Gen example; window 8 ~ the paper's 91% fewer steps at 720 px"),
+        files="the folder of BAAI/Emu3-Gen with BAAI/Emu3-VisionTokenizer inside it (vision_tokenizer/), or "
+              "transformers' BAAI/Emu3-Gen-hf", tiny="tiny:tiny_emu3_adapter",
+        sources="BAAI's Emu3-Gen example; window 8 ~ the paper's 91% fewer steps at 720 px",
+        published=(
+            Published("BAAI/Emu3-Gen + BAAI/Emu3-VisionTokenizer", "BAAI (model_type Emu3, emu3.tiktoken; the vision "
+                      "tokenizer a separate Emu3VisionVQ folder)", "converted in memory",
+                      "the Emu3-Gen folder with the Emu3-VisionTokenizer folder inside it as vision_tokenizer/ (or "
+                      "beside it, or vision_tokenizer=)"),
+            Published("BAAI/Emu3-Gen-hf", "transformers (emu3)", "as published", "the downloaded folder as it is"))),
     Family(
         name="lumina", title="Lumina-mGPT", adapter="lumina:LuminaAdapter", conditioning="text",
         model_types=("chameleon",), defaults=Defaults(guidance_scale=3.0, top_k=2000), eol=True,
         sizes="its training sizes: w*h <= target^2 in 32-px steps, aspect ratio <= 4 (768x768 for -768)",
-        files="the Chameleon-format folder of Alpha-VLLM/Lumina-mGPT-7B-768 with Chameleon's vqgan.ckpt + vqgan.yaml",
-        tiny="tiny:tiny_lumina_adapter", sources="Lumina-mGPT's inference solver (cfg 3.0, image top-k 2000)"),
+        files="the folder of Alpha-VLLM/Lumina-mGPT-7B-768 with Chameleon's vqgan.ckpt + vqgan.yaml "
+              "(+ text_tokenizer.json) in its tokenizer/ subfolder",
+        tiny="tiny:tiny_lumina_adapter", sources="Lumina-mGPT's inference solver (cfg 3.0, image top-k 2000)",
+        published=(
+            Published("Alpha-VLLM/Lumina-mGPT-7B-768, -7B-512, -7B-1024, -7B-768-Omni + Meta's Chameleon tokenizer/ "
+                      "(vqgan.ckpt, vqgan.yaml, text_tokenizer.json)",
+                      "Alpha-VLLM (ChameleonXLLMXForConditionalGeneration; q/k norms per model-parallel shard)",
+                      "converted in memory", "the downloaded folder with Chameleon's files in its tokenizer/ "
+                      "subfolder (or one chameleon/tokenizer/ folder beside the model folders, or vqgan=)"),
+            Published("a transformers Chameleon folder (e.g. written by zipar convert)", "transformers (chameleon)",
+                      "as published", "the folder, with vqgan.ckpt + vqgan.yaml or vqgan.safetensors in it"))),
 )}
 
 
@@ -101,13 +144,16 @@ def get(name: str) -> Family:
 
 
 def family_for_model_type(model_type: str, where: str = "") -> Family:
-    """The family of a transformers ``model_type``; a clear error for anything else."""
+    """The family of a config.json ``model_type``; a clear error for anything else."""
     for fam in FAMILIES.values():
         if model_type in fam.model_types:
             return fam
+    part = PART_MODEL_TYPES.get(model_type)
+    if part:
+        raise UnknownFamily(f"{where or 'this folder'} is {part}")
     known = ", ".join(f"{t} ({f.title})" for f in FAMILIES.values() for t in f.model_types)
     raise UnknownFamily(f"unsupported model type {model_type!r}{' in ' + where if where else ''}: ZipAR supports "
-                        f"the transformers model types {known}; LlamaGen checkpoints load as files or folders of "
+                        f"the config.json model types {known}; LlamaGen checkpoints load as files or folders of "
                         "checkpoint files")
 
 
@@ -180,4 +226,14 @@ def defaults_table() -> str:
         for variant, d in (("", fam.defaults), *fam.variants.items()):
             lines.append(f"| {fam.title} | {fam.labels.get(variant, variant or 'all')} | {d.mode} | {d.window} | {d.guidance_scale:g} "
                          f"| {d.temperature:g} | {d.top_k} | {d.top_p:g} | {fam.sizes if not variant else ''} |")
+    return "\n".join(lines)
+
+
+def published_table() -> str:
+    """The model folders people download, per family and layout, as a Markdown table (README; a test keeps it
+    in sync)."""
+    lines = ["| family | published folder | layout | ZipAR reads it | point a face at |", "|---|---|---|---|---|"]
+    for fam in FAMILIES.values():
+        for p in fam.published:
+            lines.append(f"| {fam.title} | {p.where} | {p.layout} | {p.loads} | {p.put} |")
     return "\n".join(lines)

@@ -75,16 +75,21 @@ EMU3_SPECIALS = ["<|endoftext|>", "<|extra_203|>", "<|extra_204|>", "<|image sta
                  "<|image token|>", "<image>", "<|extra_200|>", "<|extra_201|>", "<unk>"]
 
 
-def tiny_emu3(codebook=64, attn="sdpa", seed=0, max_positions=256, text_size: dict | None = None):
+def tiny_emu3(codebook=64, attn="sdpa", seed=0, max_positions=256, text_size: dict | None = None,
+              vocab: dict[str, int] | None = None):
+    """vocab: a vocabulary map of its own (then no tokenizer is returned: the caller has the one that fits)."""
     from transformers import Emu3Config, Emu3ForConditionalGeneration
 
-    vocab = {w: i for i, w in enumerate(EMU3_SPECIALS + WORDS)}
-    for c in range(codebook):
-        vocab[f"<|visual token {c:06d}|>"] = len(vocab)
+    own = vocab is None
+    if own:
+        vocab = {w: i for i, w in enumerate(EMU3_SPECIALS + WORDS)}
+        for c in range(codebook):
+            vocab[f"<|visual token {c:06d}|>"] = len(vocab)
     torch.manual_seed(seed)
-    text = {"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+    text = {"vocab_size": max(vocab.values()) + 1, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                 "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": max_positions,
-                "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+                "pad_token_id": vocab["<|endoftext|>"], "bos_token_id": vocab["<|extra_203|>"],
+                "eos_token_id": vocab["<|extra_204|>"]}
     vq = {"codebook_size": codebook, "embed_dim": 4, "latent_channels": 4, "base_channels": 32, "channel_multiplier": [1, 1, 1, 1],
               "num_res_blocks": 1, "attn_resolutions": [], "hidden_size": 32, "num_attention_heads": 1}
     text.update(text_size or {})
@@ -92,6 +97,8 @@ def tiny_emu3(codebook=64, attn="sdpa", seed=0, max_positions=256, text_size: di
     cfg._attn_implementation = attn
     cfg.text_config._attn_implementation = attn
     model = Emu3ForConditionalGeneration(cfg).eval()  # diverse enough as initialised
+    if not own:
+        return model, None
     tok = word_tokenizer(vocab, EMU3_SPECIALS, unk_token="<unk>", pad_token="<|endoftext|>",
                          bos_token="<|extra_203|>", eos_token="<|extra_204|>")
     tok.boi_token, tok.image_wrapper_token = "<|image start|>", "<|image token|>"
@@ -105,9 +112,11 @@ def chameleon_image_name(code: int) -> str:
     return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
 
 
-def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512, text_size: dict | None = None):
+def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512, text_size: dict | None = None,
+                   vq_config: dict | None = None):
     """Lumina-mGPT's real special ids (8196/8197/8710/8803/8804+n) in a vocabulary of 8840 with
-    ``codebook`` image tokens at ids 4.. and a few words after the size tokens."""
+    ``codebook`` image tokens at ids 4.. and a few words after the size tokens. vq_config: the image
+    encoder's (transformers' ChameleonVQVAEConfig fields), e.g. one that matches a tiny VQGAN decoder."""
     from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
@@ -124,9 +133,9 @@ def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512, text_siz
     cfg = ChameleonConfig(vocab_size=max(vocab.values()) + 1, **size,
                           max_position_embeddings=max_positions, vocabulary_map=vocab, bos_token_id=0,
                           pad_token_id=1, eos_token_id=2,
-                          vq_config={"embed_dim": 8, "num_embeddings": codebook, "base_channels": 32,
-                                         "channel_multiplier": [1, 1], "num_res_blocks": 1, "latent_channels": 8,
-                                         "resolution": 32, "attn_resolutions": []})
+                          vq_config=vq_config or {"embed_dim": 8, "num_embeddings": codebook, "base_channels": 32,
+                                                      "channel_multiplier": [1, 1], "num_res_blocks": 1,
+                                                      "latent_channels": 8, "resolution": 32, "attn_resolutions": []})
     cfg._attn_implementation = attn
     model = _scale(ChameleonForConditionalGeneration(cfg), 2.0)
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<eoss>", "<racm3:break>", "<reserved08706>", "<reserved08799>"]

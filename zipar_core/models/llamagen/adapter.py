@@ -76,6 +76,29 @@ class LlamaGenAdapter(AdapterBase):
         return load_llamagen(path, vq_path, t5_path, dtype=torch_dtype or torch.float32,
                              device=device or ("cuda" if torch.cuda.is_available() else "cpu"), **kwargs)
 
+    def save_pretrained(self, folder: str, gpt_name: str = "gpt", vq_name: str = "vq_ds16") -> list[str]:
+        """The GPT and the VQ as ``.safetensors`` (no pickle to read back), the GPT's ``n_head``, trained
+        image size and pixels per token in its metadata, and for text-to-image the FLAN-T5 encoder as a
+        transformers folder ``flan-t5``: a LlamaGen folder every face loads. Returns the files written."""
+        from safetensors.torch import save_file
+
+        os.makedirs(folder, exist_ok=True)
+        cfg = self.config
+        meta = {"n_head": str(cfg.n_head), "pixels_per_token": str(self.downsample)}
+        if self.default_size:
+            meta["image_size"] = str(self.default_size[0])
+        if cfg.variant:
+            meta["variant"] = cfg.variant
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.gpt.state_dict().items()},
+                  os.path.join(folder, f"{gpt_name}.safetensors"), metadata=meta)
+        if self.vq is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.vq.state_dict().items()},
+                      os.path.join(folder, f"{vq_name}.safetensors"))
+        if self.t5 is not None:
+            self.t5.model.save_pretrained(os.path.join(folder, "flan-t5"))
+            self.t5.tokenizer.save_pretrained(os.path.join(folder, "flan-t5"))
+        return sorted(os.listdir(folder))
+
     # -- pipeline components ------------------------------------------------------------------------
     def components(self) -> tuple[dict, dict]:
         """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""
