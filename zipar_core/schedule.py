@@ -152,3 +152,9 @@ def expected_passes(layout: TokenLayout, config: ZipARConfig) -> int:
         return count_passes(layout, config)
     window = min(config.window + 1, layout.cols)
     return count_passes(layout, ZipARConfig(mode="fixed", window=window, paper_first_row=config.paper_first_row))
+
+
+def passes_known_up_front(config: ZipARConfig) -> bool:
+    """Whether :func:`expected_passes` is the exact pass count (the schedule does not depend on the sampled
+    tokens: ntp and fixed); in every other mode it is a starting estimate that a run may exceed."""
+    return config.mode in ("ntp", "fixed")
