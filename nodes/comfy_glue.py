@@ -20,7 +20,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..zipar_core.model_files import CHECKPOINT_SUFFIXES, is_checkpoint, is_part_folder, is_vq_checkpoint, llamagen_parts
+from ..zipar_core.model_files import (
+    CHECKPOINT_SUFFIXES,
+    is_checkpoint,
+    is_part_folder,
+    is_vq_checkpoint,
+    llamagen_parts,
+)
 
 FOLDER = "zipar"  # models/zipar
 ENV_MODELS_DIR = "ZIPAR_MODELS_DIR"
@@ -291,6 +297,14 @@ def interrupt_check() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
+def is_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is ComfyUI's Cancel (comfy's InterruptProcessingException): nodes let it through
+    unwrapped, so that ComfyUI reports an interrupted run and not a failed one."""
+    mm = _comfy("model_management")
+    kind = getattr(mm, "InterruptProcessingException", None) if mm is not None else None
+    return kind is not None and isinstance(error, kind)
+
+
 def previews_enabled() -> bool:
     """Follow ComfyUI's --preview-method: 'none' means no preview images (as for KSampler)."""
     cli = _comfy("cli_args")
@@ -308,30 +322,43 @@ def preview_size() -> int:
 class PassProgress:
     """The sampler's per-pass callback: progress bar, live preview every few passes, cancel point.
 
-    total: expected forward passes (exact for ntp/fixed; an estimate for adaptive, raised if exceeded).
+    total: the passes expected up front (``zipar_core.schedule.expected_passes``).
+    exact: the total is the exact count (ntp, fixed: ``passes_known_up_front``); it then never changes, so
+        every progress message carries the same total and the last one reads total/total. Otherwise
+        (adaptive, Jacobi drafts, any mode whose count depends on the sampled tokens) the total is a
+        starting estimate that grows honestly: once the passes reach it and the image is not finished it
+        becomes passes + 1 (at least one more pass is coming), and ``finish`` closes at passes/passes.
     preview: fn(codes (B, H, W) with -1 where undecoded) -> PIL image, or None for no previews.
     """
 
-    def __init__(self, total: int, preview=None, previews: int = 16):
+    def __init__(self, total: int, preview=None, previews: int = 16, exact: bool = True):
         self.total = max(int(total), 1)
+        self.exact = exact
         self.preview = preview
         self.every = max(1, math.ceil(self.total / max(previews, 1)))
         utils = _comfy("utils")
         self.bar = utils.ProgressBar(self.total) if utils is not None else None
         self.passes = 0
+        self.shown = (0, self.total)  # the last (value, total) sent to the bar
 
     def __call__(self, step: int, codes, stats) -> None:
         interrupt_check()  # Cancel stops here, after the pass that was running
         self.passes = stats.passes
-        if self.passes >= self.total:  # adaptive estimate exceeded: keep the bar honest
-            self.total = self.passes + 1
+        if not self.exact and self.passes >= self.total and not bool((codes >= 0).all()):
+            self.total = self.passes + 1  # estimate reached, image unfinished: one more pass at least
         if self.bar is None:
             return
         image = None
         if self.preview is not None and (self.passes % self.every == 0 or self.passes == 1):
             image = ("JPEG", self.preview(codes), preview_size())
-        self.bar.update_absolute(self.passes, self.total, image)  # also checks for Cancel
+        self._show(self.passes, self.total, image)  # also checks for Cancel
 
     def finish(self) -> None:
-        if self.bar is not None:
-            self.bar.update_absolute(self.passes, self.passes)
+        """After the last pass: the bar ends at passes/passes (for an exact total, the total itself)."""
+        self.total = self.passes
+        if self.bar is not None and self.shown != (self.passes, self.total):
+            self._show(self.passes, self.total, None)
+
+    def _show(self, value: int, total: int, image) -> None:
+        self.shown = (value, total)
+        self.bar.update_absolute(value, total, image)

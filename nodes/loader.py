@@ -1,14 +1,65 @@
-"""ZipAR Model Loader: a model from the ``zipar`` model folder, family detected, memory handed to ComfyUI."""
+"""ZipAR Model Loader: a model from the ``zipar`` model folder, family detected, memory handed to ComfyUI.
+
+Every failure to load (any exception type, except ComfyUI's interrupt) reaches the user as one
+:class:`ModelLoadError` that names the entry, the cause and the fix (``explain``).
+"""
 from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
 
 from . import comfy_glue as glue
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
-# Runs with no download: the embedded demo model (a small class-conditional LlamaGen trained on the
-# procedural shapes dataset of zipar.demo_model; classes 0-9), shipped with the package.
-BUILTIN_DEMO = "zipar-demo (built-in, 10 shape classes)"
-FAMILY_HELP = ("LlamaGen (a GPT checkpoint such as c2i_L_384.pt with its vq_ds16_*.pt), Janus-Pro, Emu3-Gen or "
-               "Lumina-mGPT (model folders as published: the original publishers' or transformers' layout)")
+# Runs with no download: the embedded demo model (zipar.demo_model), shipped with the package. Short, so
+# that the widget shows its label and value in a node of ordinary width, and free of facts (class count,
+# size) that a retrained demo model may change.
+BUILTIN_DEMO = "zipar demo (built-in)"
+
+
+def _family_help() -> str:
+    """'LlamaGen (a GPT checkpoint ...), Janus-Pro (the transformers folder ...), ...' from the registry."""
+    from ..zipar_core.models import registry
+
+    return "; ".join(f"{f.title}: {f.files}" for f in registry.FAMILIES.values())
+
+
+# ----------------------------------------------------------------------------------------------------
+# The demo model's facts, read from its files and code (it is retrained now and then: never hard-coded)
+
+
+@dataclass(frozen=True)
+class DemoFacts:
+    num_classes: int
+    class_names: tuple[str, ...]
+    image_size: int  # pixels per side
+    pixels_per_token: int
+
+
+@lru_cache(maxsize=1)
+def demo_facts() -> DemoFacts:
+    """What the built-in demo model makes, without torch: the class names of its dataset, the class count,
+    image size and token size from its GPT file's safetensors metadata (a JSON header)."""
+    from ..demo_model import GPT_WEIGHTS, dataset
+
+    meta = _safetensors_metadata(GPT_WEIGHTS)
+    config = json.loads(meta.get("config", "{}"))
+    size = int(meta.get("image_size", dataset.IMAGE_SIZE))
+    return DemoFacts(num_classes=int(config.get("num_classes", dataset.NUM_CLASSES)),
+                     class_names=tuple(dataset.CLASSES), image_size=size,
+                     pixels_per_token=int(meta.get("pixels_per_token", 16)))
+
+
+def _safetensors_metadata(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            return json.loads(f.read(n)).get("__metadata__") or {}
+    except (OSError, ValueError, struct.error):
+        return {}  # missing or damaged: the loader says so when the demo is picked
 
 
 def builtin_demo_model(device=None, dtype=None):
@@ -24,6 +75,67 @@ def _load_model(path: str, torch_dtype, device):
     return load_model(path, torch_dtype=torch_dtype, device=device)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Errors: entry, cause, fix
+
+
+class ModelLoadError(ValueError):
+    """A model entry that could not be loaded; the message names the entry, the cause and the fix."""
+
+
+def _is_transformers_folder(path: str | None) -> bool:
+    return bool(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def fix_for(error: BaseException, path: str | None, dtype: str = "auto", name: str = "") -> str:
+    """What the user should do about ``error`` raised while loading ``path`` (None: the entry did not
+    resolve to a path, or the dtype was refused before)."""
+    from ..zipar_core.checkpoints import CheckpointError
+    from ..zipar_core.errors import SettingError
+    from ..zipar_core.models.registry import UnknownFamily
+
+    folders = ", ".join(glue.model_folders()) or "ComfyUI/models/zipar"
+    refresh = f"put the files in the ZipAR model folder ({folders}), press 'r' in ComfyUI and pick the entry again"
+    if path is None:
+        if dtype not in DTYPES:
+            return f"set dtype to one of {', '.join(DTYPES)}"
+        return f"pick an entry from the list; to add a model, {refresh}"
+    if name == BUILTIN_DEMO and isinstance(error, OSError):
+        return "reinstall the ZipAR pack (the demo's weights in demo_model/weights/ are part of it)"
+    if isinstance(error, UnknownFamily) or (isinstance(error, CheckpointError) and "not a LlamaGen" in str(error)):
+        return f"place a model of a supported family in ComfyUI/models/zipar. {_family_help()}"
+    if isinstance(error, json.JSONDecodeError):
+        return "the model's JSON file (config.json) is damaged: download it again"
+    if isinstance(error, CheckpointError):
+        return "download the file again (a finished download, not an HTML page); check it is one of the files " \
+               "its family needs (workflows/README.md)"
+    if isinstance(error, SettingError):
+        return "add the missing part beside the model as workflows/README.md shows for its family, then press 'r'"
+    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+        return "free memory: pick dtype bf16 or fp16, close other models or workflows, or use a smaller checkpoint"
+    if isinstance(error, ImportError):
+        return "a Python package is missing: run 'pip install -r requirements.txt' in the ZipAR folder with " \
+               "ComfyUI's Python, then restart ComfyUI"
+    if isinstance(error, OSError) and _is_transformers_folder(path):
+        return "the folder has a config.json but its weights are missing or incomplete: download the whole " \
+               "model folder (every *.safetensors file, and model.safetensors.index.json where there is one)"
+    if isinstance(error, OSError):
+        return "check that the files are complete and readable (a finished download, file permissions)"
+    return "check the files against workflows/README.md for the model's family; if they are right, report " \
+           "this message to the ZipAR issue tracker"
+
+
+def explain(name: str, error: BaseException, path: str | None, dtype: str = "auto") -> str:
+    cause = str(error).strip() or "(no message)"
+    where = f" ({path})" if path else ""
+    return (f"ZipAR Model Loader could not load {name!r}{where}.\nCause ({type(error).__name__}): {cause}\n"
+            f"Fix: {fix_for(error, path, dtype, name)}.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The node
+
+
 class ZipARModelLoader:
     """Loads one ZipAR model; ComfyUI moves it to the GPU when a ZipAR node runs and evicts it when needed."""
 
@@ -33,8 +145,9 @@ class ZipARModelLoader:
             "required": {
                 "model_name": ([BUILTIN_DEMO] + glue.list_model_entries(), {
                     "tooltip": "A model file or folder from ComfyUI/models/zipar (more folders: a 'zipar:' entry in "
-                               f"extra_model_paths.yaml). Families: {FAMILY_HELP}. The family is detected from "
-                               f"the files. '{BUILTIN_DEMO}' needs no download (a small model trained on 10 shape classes)."}),
+                               "extra_model_paths.yaml); the family is detected from the files. "
+                               f"'{BUILTIN_DEMO}' needs no download: {_demo_summary()}. Families and what to "
+                               f"download: {_family_help()}."}),
                 "dtype": (DTYPES, {
                     "default": "auto",
                     "tooltip": "Weight precision. auto: bf16 on GPUs that support it, else fp16 where ComfyUI "
@@ -52,15 +165,25 @@ class ZipARModelLoader:
     SEARCH_ALIASES = ("zipar", "llamagen", "janus", "emu3", "lumina", "autoregressive")
 
     def load(self, model_name: str, dtype: str = "auto"):
-        device = glue.load_device()
-        torch_dtype = glue.pick_dtype(dtype, device)
-        if model_name == BUILTIN_DEMO:
-            adapter = builtin_demo_model(glue.offload_device(), torch_dtype)  # the VQ decoder stays fp32
-            return (glue.wrap_model(adapter, model_name, {"dtype": str(torch_dtype)}),)
-        path = glue.resolve_model_path(model_name)
+        path = None  # where the entry points, once resolved
         try:
+            torch_dtype = glue.pick_dtype(dtype, glue.load_device())
+            if model_name == BUILTIN_DEMO:
+                from ..demo_model import WEIGHTS_DIR
+
+                path = WEIGHTS_DIR
+                adapter = builtin_demo_model(glue.offload_device(), torch_dtype)  # the VQ decoder stays fp32
+                return (glue.wrap_model(adapter, model_name, {"dtype": str(torch_dtype)}),)
+            path = glue.resolve_model_path(model_name)
             adapter = _load_model(path, torch_dtype, glue.offload_device())
-        except (ValueError, FileNotFoundError, KeyError) as e:
-            raise ValueError(f"ZipAR Model Loader could not load {model_name!r}: {e}\nSupported: {FAMILY_HELP}, "
-                             f"placed in ComfyUI/models/zipar.") from e
-        return (glue.wrap_model(adapter, model_name, {"dtype": str(torch_dtype), "path": path}),)
+            return (glue.wrap_model(adapter, model_name, {"dtype": str(torch_dtype), "path": path}),)
+        except Exception as e:
+            if glue.is_interrupt(e):
+                raise
+            raise ModelLoadError(explain(model_name, e, path, dtype)) from e
+
+
+def _demo_summary() -> str:
+    facts = demo_facts()
+    return (f"a small class-conditional model trained on {facts.num_classes} shape classes, "
+            f"{facts.image_size}x{facts.image_size} px")

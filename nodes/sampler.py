@@ -7,8 +7,15 @@ from typing import Any
 
 from . import comfy_glue as glue
 
-MODES = ["fixed", "adaptive", "ntp"]
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+IMAGENET_EXAMPLE = "207 = golden retriever"  # a class of the 1000 ImageNet classes of LlamaGen c2i
+
+
+def modes() -> list[str]:
+    """The mode combo: every decoding mode the core offers (zipar_core.config.MODES), so new ones appear."""
+    from ..zipar_core.config import MODES
+
+    return list(MODES)
 
 
 @dataclass
@@ -21,18 +28,56 @@ class ZipARCodes:
     settings: dict = field(default_factory=dict)  # the ZipARConfig used (model defaults filled in)
 
 
-def class_labels_from_prompt(prompt: str, num_classes: int | None, batch_size: int) -> list[int]:
-    """'207' or '207, 360' -> one label per image (cycled over the batch)."""
-    top = f"0 to {num_classes - 1}" if num_classes else "0 and up"
+# ----------------------------------------------------------------------------------------------------
+# Class-conditional prompts
+
+
+def class_names_of(adapter) -> tuple[str, ...] | None:
+    """The names of a class-conditional model's classes where known (the built-in demo model's dataset)."""
+    if getattr(adapter, "variant", "") == "demo":
+        from .loader import demo_facts
+
+        return demo_facts().class_names
+    return None
+
+
+def class_range_text(num_classes: int | None, names=None) -> str:
+    """'0 to 9: 0 circle, 1 square, ...' / '0 to 999 (ImageNet: 207 = golden retriever, ...)'."""
+    if not num_classes:
+        return "0 and up"
+    text = f"0 to {num_classes - 1}"
+    if names:
+        return text + ": " + ", ".join(f"{i} {n}" for i, n in enumerate(names[:num_classes]))
+    if num_classes == 1000:
+        return text + f" (ImageNet classes, e.g. {IMAGENET_EXAMPLE})"
+    return text
+
+
+def class_labels_from_prompt(prompt: str, num_classes: int | None, batch_size: int, seed: int = 0,
+                             names=None) -> list[int]:
+    """The class of each image. '3' or '3, 5' (or class names where the model has them: 'circle, cross'):
+    one class per listed entry, cycled over the batch. Empty: image i gets class (seed + i) mod the class
+    count, so a batch image matches a single run with its seed, as every other setting does."""
     text = prompt.strip()
-    if not re.fullmatch(r"\d+(\s*[,;\s]\s*\d+)*", text):
-        raise ValueError(f"this model is class-conditional: write a class number ({top}) in the prompt, e.g. 207 "
-                         f"(ImageNet golden retriever); several numbers separated by commas make one image each. "
-                         f"Got {prompt!r}")
-    labels = [int(x) for x in re.split(r"[,;\s]+", text)]
+    if not text:
+        n = num_classes or 1
+        return [(int(seed) + i) % n for i in range(batch_size)]
+    lookup = {name.lower(): i for i, name in enumerate(names or ())}
+    labels = []
+    for item in filter(None, (x.strip() for x in re.split(r"[,;\n]", text))):
+        if re.fullmatch(r"\d+(\s+\d+)*", item):
+            labels += [int(x) for x in item.split()]
+        elif item.lower() in lookup:
+            labels.append(lookup[item.lower()])
+        else:
+            what = "a class number or name" if lookup else "a class number"
+            raise ValueError(f"this model is class-conditional: write {what} in the prompt "
+                             f"({class_range_text(num_classes, names)}); several separated by commas make one "
+                             f"image each, and an empty prompt picks class (seed + i) for image i. Got {prompt!r}")
     bad = [x for x in labels if num_classes and x >= num_classes]
     if bad:
-        raise ValueError(f"class {bad[0]} is out of range: this model knows classes {top}; change the prompt")
+        raise ValueError(f"class {bad[0]} is out of range: this model knows classes "
+                         f"{class_range_text(num_classes, names)}; change the prompt")
     return [labels[i % len(labels)] for i in range(batch_size)]
 
 
@@ -62,20 +107,29 @@ def _ntp_passes(layout) -> int:
     return count_passes(layout, ZipARConfig(mode="ntp"))
 
 
-def stats_text(config, layout, stats, ntp: int, note: str = "") -> str:
+def stats_text(config, layout, stats, ntp: int, note: str = "", classes: str = "") -> str:
     """What was decoded, with which values (after the model defaults were filled in), and what it saved."""
-    what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode} window {config.window}"
+    window = config.window_for(layout.cols)  # the effective one: ntp decodes whole rows
+    what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode} window {window}"
     speedup = ntp / max(stats.passes, 1)
     head = f"ZipAR {what}: {stats.passes} forward passes for {stats.batch_size} image(s) of {layout.rows}x{layout.cols}"
     lines = [f"{head} tokens",
-             f"NTP needs {ntp}: {speedup:.2f}x fewer passes, {stats.tokens_per_pass:.2f} tokens/pass, {stats.seconds:.2f} s",
-             f"used: mode {config.mode}, window {config.window}, guidance_scale {config.guidance_scale:g}, "
-             f"temperature {config.temperature:g}, top_k {config.top_k}, top_p {config.top_p:g}"]
+             f"NTP needs {ntp}: {speedup:.2f}x fewer passes, {stats.tokens_per_pass:.2f} tokens/pass",
+             (f"used: mode {config.mode}, window {window}, guidance_scale {config.guidance_scale:g}, "
+              f"temperature {config.temperature:g}, top_k {config.top_k}, top_p {config.top_p:g}, "
+              f"passes {stats.passes}, time {stats.seconds:.2f} s")]
+    if classes:
+        lines.append(f"classes: {classes}")
     if stats.drafts_proposed:
         lines.append(f"adaptive row starts accepted: {stats.drafts_accepted}/{stats.drafts_proposed}")
     if note:
         lines.append(note)
     return "\n".join(lines)
+
+
+def classes_text(labels: list[int], names=None) -> str:
+    """'3 horizontal stripes, 5 checkerboard' (names where known) for the stats output."""
+    return ", ".join(f"{x} {names[x]}" if names and x < len(names) else str(x) for x in labels)
 
 
 MODEL_DEFAULT = -1  # guidance_scale / top_k / window widgets: "the model's default" (registry)
@@ -120,9 +174,10 @@ class ZipARSampler:
                 "prompt": ("STRING", {
                     "multiline": True, "dynamicPrompts": True, "default": "",
                     "tooltip": "What to draw. Text models (Janus-Pro, Emu3-Gen, Lumina-mGPT, LlamaGen t2i): a "
-                               "description. Class-conditional models (LlamaGen c2i, the built-in demo): a class "
-                               "number, e.g. 207 for ImageNet's golden retriever; several comma-separated "
-                               "numbers give one image each."}),
+                               "description. Class-conditional models: a class number, from that model's own "
+                               f"range: LlamaGen c2i {class_range_text(1000)}; the built-in demo {_demo_classes()}. "
+                               "Several, separated by commas, give one image each (cycled over the batch). "
+                               "Empty: image i gets class (seed + i) mod the number of classes."}),
                 "negative_prompt": ("STRING", {
                     "multiline": True, "default": "",
                     "tooltip": "Text models: what to steer away from (used with guidance > 1). Empty: the "
@@ -146,12 +201,9 @@ class ZipARSampler:
                     "default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
                     "tooltip": "Nucleus sampling: keep the most likely tokens up to this total probability; "
                                "1.0 = off."}),
-                "mode": (MODES, {
+                "mode": (modes(), {
                     "default": "fixed",
-                    "tooltip": "fixed: a row starts once the row above has `window` tokens (paper eq. 1). "
-                               "adaptive: rows start as early as `window` tokens and are checked against more "
-                               "context (paper eq. 2-3). ntp: plain raster order, one token per pass (the "
-                               "baseline)."}),
+                    "tooltip": " ".join(f"{m}: {MODE_HELP.get(m, 'see the README (Python API).')}" for m in modes())}),
                 "window": ("INT", {
                     "default": MODEL_DEFAULT, "min": MODEL_DEFAULT, "max": 512,
                     "tooltip": "Tokens of the row above a token waits for (adaptive: the minimum). Smaller = "
@@ -160,8 +212,8 @@ class ZipARSampler:
                                f"({_defaults_help('window')}; never wider than the grid). Ignored by ntp."}),
                 "width": ("INT", {
                     "default": 0, "min": 0, "max": 4096, "step": 8,
-                    "tooltip": "Image width in pixels; 0 = the model's trained size. Must be a multiple of the "
-                               "model's token size. Janus-Pro only makes 384 px."}),
+                    "tooltip": "Image width in pixels; 0 = the model's trained size. A multiple of the model's "
+                               f"pixels per token: {_token_sizes_help()}. Janus-Pro only makes 384 px."}),
                 "height": ("INT", {
                     "default": 0, "min": 0, "max": 4096, "step": 8,
                     "tooltip": "Image height in pixels; 0 = the model's trained size (see width)."}),
@@ -195,19 +247,23 @@ class ZipARSampler:
         from ..zipar_core import ZipARConfig, expected_passes, generate
         from ..zipar_core.errors import render
         from ..zipar_core.models import registry
+        from ..zipar_core.schedule import passes_known_up_front
 
         adapter = model.load()
         chosen = chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row)
-        note, request = "", {"height": int(height) or None, "width": int(width) or None}
-        if adapter.conditioning == "class":
-            request["class_labels"] = class_labels_from_prompt(prompt, adapter.num_classes, batch_size)
-            if negative_prompt.strip():
-                note = "negative prompt ignored: class-conditional model"
-        else:
-            request["prompt"] = [prompt] * batch_size
-            if negative_prompt.strip():
-                request["negative_prompt"] = [negative_prompt] * batch_size
+        note, classes, request = "", "", {"height": int(height) or None, "width": int(width) or None}
         try:
+            if adapter.conditioning == "class":
+                names = class_names_of(adapter)
+                request["class_labels"] = class_labels_from_prompt(prompt, adapter.num_classes, batch_size, seed,
+                                                                   names)
+                classes = classes_text(request["class_labels"], names)
+                if negative_prompt.strip():
+                    note = "negative prompt ignored: class-conditional model"
+            else:
+                request["prompt"] = [prompt] * batch_size
+                if negative_prompt.strip():
+                    request["negative_prompt"] = [negative_prompt] * batch_size
             checked = adapter.check(**request)
             config = ZipARConfig(**registry.resolve(adapter, checked.cols, **chosen))
             config.window_for(checked.cols)
@@ -222,11 +278,36 @@ class ZipARSampler:
             gens = [torch.Generator(device=dev).manual_seed((int(seed) + i) % (MAX_SEED + 1))
                     for i in range(batch_size)]
             preview = preview_fn(adapter, adapter.downsample) if glue.previews_enabled() else None
-            progress = glue.PassProgress(expected_passes(layout, config), preview)
+            progress = glue.PassProgress(expected_passes(layout, config), preview,
+                                         exact=passes_known_up_front(config))
             result = generate(adapter, cond, config, generator=gens, callback=progress)
             progress.finish()
         codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict(), config.to_dict())
-        return codes, stats_text(config, layout, result.stats, _ntp_passes(layout), note)
+        return codes, stats_text(config, layout, result.stats, _ntp_passes(layout), note, classes)
+
+
+MODE_HELP = {
+    "fixed": "a row starts once the row above has `window` tokens (paper eq. 1).",
+    "adaptive": "rows start as early as `window` tokens and are checked against more context (paper eq. 2-3).",
+    "ntp": "plain raster order, one token per pass (the baseline).",
+}
+
+
+def _demo_classes() -> str:
+    from .loader import demo_facts
+
+    facts = demo_facts()
+    return class_range_text(facts.num_classes, facts.class_names)
+
+
+def _token_sizes_help() -> str:
+    """'LlamaGen 16, Janus-Pro 16, Emu3-Gen 8, Lumina-mGPT 16; the built-in demo 2 (32 px by default)'."""
+    from ..zipar_core.models import registry
+    from .loader import demo_facts
+
+    facts = demo_facts()
+    fams = ", ".join(f"{f.title} {f.pixels_per_token}" for f in registry.FAMILIES.values())
+    return f"{fams}; the built-in demo {facts.pixels_per_token} ({facts.image_size} px by default)"
 
 
 def _size_text(adapter) -> str:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -32,7 +33,12 @@ COMFY = os.environ.get("ZIPAR_COMFYUI_PATH")
 PACK_DIR_NAME = "ComfyUI-ZipAR"  # not "zipar": the pack must not depend on its folder name
 TINY = "tiny/c2i_B_128.pt"  # 8x8 tokens of 16 px
 MYSTERY = "tiny/mystery.pt"  # no known family, a VQ tokenizer beside it
-DEMO = "zipar-demo (built-in, 10 shape classes)"
+DEMO = "zipar demo (built-in)"
+HF_NO_WEIGHTS = "tiny-janus-no-weights"  # a transformers folder with a config.json and no weights
+DEMO_WORKFLOW = "ZipAR demo (no download)"
+# The Templates browser's card titles are the file names (tests/test_workflows.py lists the same names).
+TEMPLATE_NAMES = {"ZipAR demo (no download)", "ZipAR LlamaGen ImageNet classes", "ZipAR LlamaGen text-to-image",
+                  "ZipAR Janus-Pro text-to-image", "ZipAR Emu3-Gen text-to-image", "ZipAR Lumina-mGPT text-to-image"}
 
 pytestmark = pytest.mark.skipif(not COMFY or not os.path.isfile(os.path.join(COMFY or "", "main.py")),
                                 reason="set ZIPAR_COMFYUI_PATH to a ComfyUI checkout to run the integration test")
@@ -60,10 +66,22 @@ def make_tiny_llamagen(folder: str) -> None:
     torch.save({"model": {k: v.to(torch.bfloat16) for k, v in gpt.state_dict().items()}}, os.path.join(folder, TINY))
     torch.save({"model": vq.state_dict()}, os.path.join(folder, "tiny", "vq_ds16_c2i.pt"))
     torch.save({"model": {"encoder.weight": torch.zeros(2, 2)}}, os.path.join(folder, MYSTERY))
+    os.makedirs(os.path.join(folder, HF_NO_WEIGHTS))
+    with open(os.path.join(folder, HF_NO_WEIGHTS, "config.json"), "w") as f:
+        json.dump({"model_type": "janus"}, f)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Client: HTTP with urllib, websocket by hand
+
+
+def fetch(base, path):
+    """-> (status, content type, body bytes) of a GET."""
+    try:
+        with urllib.request.urlopen(base + path, timeout=30) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
 
 
 def http(base, path, data=None):
@@ -267,9 +285,24 @@ def test_pack_loads_and_nodes_are_registered(server):
     options = info["ZipARModelLoader"]["input"]["required"]["model_name"][0]
     assert DEMO in options and TINY in options and MYSTERY in options
     assert "tiny/vq_ds16_c2i.pt" not in options  # the tokenizer goes with its GPT file
-    status, templates = http(server.url, "/workflow_templates")
-    assert set(templates[PACK_DIR_NAME]) >= {os.path.splitext(os.path.basename(p))[0]
-                                            for p in glob.glob(os.path.join(ROOT, "example_workflows", "*.json"))}
+
+
+def test_templates_are_listed_once_with_their_thumbnails(server):
+    """What the frontend (1.27) does for a custom node's templates: GET /api/workflow_templates, then per name
+    /api/workflow_templates/<pack>/<name>.jpg for the card and <name>.json when it is opened."""
+    status, templates = http(server.url, "/api/workflow_templates")
+    assert status == 200
+    names = templates[PACK_DIR_NAME]
+    print(f"\nGET /api/workflow_templates -> {PACK_DIR_NAME}: {sorted(names)}")
+    assert sorted(names) == sorted(TEMPLATE_NAMES)  # each once
+    for name in sorted(names):
+        for suffix, kind in ((".jpg", "image/jpeg"), (".json", "application/json")):
+            path = f"/api/workflow_templates/{PACK_DIR_NAME}/{urllib.parse.quote(name)}{suffix}"
+            status, ctype, body = fetch(server.url, path)
+            print(f"  {status} {ctype:16} {len(body):6} B  {path}")
+            assert status == 200 and ctype.startswith(kind), path
+            with open(os.path.join(ROOT, "workflows", name + suffix), "rb") as f:
+                assert body == f.read()
 
 
 @pytest.mark.parametrize("name", sorted(api_workflows()))
@@ -284,6 +317,9 @@ def test_every_workflow_runs(server, name):
     assert outcome == "execution_success", messages[-1]
     progress = [m["data"] for m in messages if m["type"] == "progress"]
     assert progress and progress[-1]["value"] == progress[-1]["max"]
+    totals = sorted({p["max"] for p in progress})
+    assert totals == [progress[-1]["max"]], totals  # fixed mode: the total is known up front, one total
+    assert [p["value"] for p in progress] == sorted(p["value"] for p in progress)
     assert len(previews) >= 1
     history = server.history(pid)
     saved = [img for out in history["outputs"].values() for img in out.get("images", [])]
@@ -292,12 +328,13 @@ def test_every_workflow_runs(server, name):
     stats = [out for out in history["outputs"].values() if "text" in out]
     text = stats[0]["text"][0] if stats else ""
     print(f"\n{name}{' (tiny model in place of the real one)' if substituted else ''}: {len(progress)} progress "
-          f"events, {len(previews)} previews, saved {[i['filename'] for i in saved]}\n  {text.replace(chr(10), ' | ')}")
+          f"events, totals {totals}, last {progress[-1]['value']}/{progress[-1]['max']}, {len(previews)} previews, "
+          f"saved {[i['filename'] for i in saved]}\n  {text.replace(chr(10), ' | ')}")
     assert "forward passes" in text
 
 
 def test_interrupt_stops_sampling_and_next_run_works(server):
-    prompt = json.loads(json.dumps(api_workflows()["zipar_demo"]))
+    prompt = json.loads(json.dumps(api_workflows()[DEMO_WORKFLOW]))
     sampler = next(n for n in prompt.values() if n["class_type"] == "ZipARSampler")
     sampler["inputs"].update(mode="ntp", batch_size=4, seed=12345)  # 256 passes: long enough to interrupt
     sent = []
@@ -324,7 +361,7 @@ def _error_of(server, prompt):
 
 
 def test_bad_inputs_say_what_to_change(server):
-    base = api_workflows()["zipar_demo"]
+    base = api_workflows()[DEMO_WORKFLOW]
 
     def variant(model=None, **sampler):
         p = json.loads(json.dumps(base))
@@ -339,6 +376,7 @@ def test_bad_inputs_say_what_to_change(server):
         "window larger than the grid": _error_of(server, variant(window=64)),
         "unsupported width": _error_of(server, variant(width=33)),
         "unknown family": _error_of(server, variant(model=MYSTERY)),
+        "config without weights": _error_of(server, variant(model=HF_NO_WEIGHTS)),
     }
     _, answer = server.queue(variant(model="../../../etc/passwd"))
     messages["path outside the model folder"] = json.dumps(answer["node_errors"])
@@ -349,3 +387,11 @@ def test_bad_inputs_say_what_to_change(server):
     assert f"could not load '{MYSTERY}'" in messages["unknown family"]
     assert "not a LlamaGen GPT checkpoint" in messages["unknown family"]
     assert "value_not_in_list" in messages["path outside the model folder"]
+    assert f"could not load '{HF_NO_WEIGHTS}'" in messages["config without weights"]
+    assert "Cause (OSError)" in messages["config without weights"]
+    assert "weights are missing or incomplete" in messages["config without weights"]
+    outcome, _, _, pid = server.run(variant(prompt="", batch_size=2))  # a class model with an empty prompt
+    assert outcome == "execution_success"
+    stats = [out["text"][0] for out in server.history(pid)["outputs"].values() if "text" in out]
+    print(f"\nempty prompt on the demo: {stats[0].splitlines()[-1]}")
+    assert "classes: " in stats[0]

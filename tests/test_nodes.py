@@ -1,7 +1,9 @@
 """The ComfyUI nodes without ComfyUI: input specs, the node chain on a tiny model, progress, Cancel,
 memory wrapping and the errors users see. ComfyUI's modules are replaced by small fakes where a test
 needs them (``fake_comfy``)."""
+import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -12,9 +14,12 @@ from helpers import tiny_gpt, tiny_vq
 from zipar.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from zipar.nodes import comfy_glue as glue
 from zipar.nodes.decode import ZipARVQDecode
-from zipar.nodes.loader import BUILTIN_DEMO, ZipARModelLoader
+from zipar.nodes.loader import BUILTIN_DEMO, ModelLoadError, ZipARModelLoader, demo_facts
 from zipar.nodes.sampler import ZipARSampler, class_labels_from_prompt
+from zipar.zipar_core.config import MODES
+from zipar.zipar_core.models import registry
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter
+from zipar.zipar_core.schedule import expected_passes, passes_known_up_front
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -322,11 +327,221 @@ def test_unsupported_width():
 
 
 def test_class_prompt_must_be_a_class_number():
-    with pytest.raises(ValueError, match=r"class-conditional: write a class number \(0 to 9\)"):
+    with pytest.raises(ValueError, match=r"class-conditional: write a class number in the prompt \(0 to 9\)"):
         sample(tiny_handle(), prompt="a dog")
-    with pytest.raises(ValueError, match="class 12 is out of range"):
+    with pytest.raises(ValueError, match=r"class 12 is out of range: this model knows classes 0 to 9;"):
         class_labels_from_prompt("3, 12", 10, 2)
     assert class_labels_from_prompt(" 1,2 ", 10, 5) == [1, 2, 1, 2, 1]
+    assert class_labels_from_prompt("1 2; 3", 10, 3) == [1, 2, 3]
+
+
+def test_empty_class_prompt_picks_class_seed_plus_i():
+    """A freshly added sampler (empty prompt) on a class model runs: image i gets class (seed + i) mod the
+    class count, so a batch image still matches a single run with its seed."""
+    assert class_labels_from_prompt("", 10, 4, seed=8) == [8, 9, 0, 1]
+    handle = tiny_handle()
+    batch, stats = sample(handle, prompt="", seed=5, batch_size=2)
+    single, _ = sample(handle, prompt="", seed=6, batch_size=1)
+    assert torch.equal(batch.codes[1], single.codes[0])
+    assert "classes: 5, 6" in stats
+
+
+def test_demo_class_errors_and_tooltip_name_its_own_classes():
+    facts = demo_facts()  # read from the demo's files and dataset code, as the node does
+    (handle,) = ZipARModelLoader().load(BUILTIN_DEMO, "fp32")
+    assert handle.adapter.num_classes == facts.num_classes
+    listing = ", ".join(f"{i} {n}" for i, n in enumerate(facts.class_names))
+    top = facts.num_classes - 1
+    with pytest.raises(ValueError, match="ZipAR Sampler: ") as err:
+        sample(handle, prompt="a dog")
+    assert f"0 to {top}: {listing}" in str(err.value) and "207" not in str(err.value)
+    with pytest.raises(ValueError) as err:
+        sample(handle, prompt=str(facts.num_classes))
+    assert f"class {facts.num_classes} is out of range" in str(err.value) and listing in str(err.value)
+    tooltip = ZipARSampler.INPUT_TYPES()["required"]["prompt"][1]["tooltip"]
+    assert f"the built-in demo 0 to {top}: {listing}" in tooltip and "0 to 999" in tooltip
+    name = facts.class_names[1]
+    assert class_labels_from_prompt(f"{name.upper()}, 0", facts.num_classes, 2, names=facts.class_names) == [1, 0]
+    width = ZipARSampler.INPUT_TYPES()["required"]["width"][1]["tooltip"]
+    assert f"the built-in demo {facts.pixels_per_token} ({facts.image_size} px" in width
+    assert "LlamaGen 16" in width and "Emu3-Gen 8" in width
+
+
+# ----------------------------------------------------------------------------------------------------
+# Defaults from the registry, and the stats output
+
+
+def test_widgets_default_to_the_models_defaults_and_stats_say_which_were_used():
+    spec = ZipARSampler.INPUT_TYPES()["required"]
+    assert [spec[k][1]["default"] for k in ("guidance_scale", "top_k", "window")] == [-1, -1, -1]
+    assert spec["mode"][0] == list(MODES)  # every mode of the core, new ones included
+    handle = tiny_handle()
+    d = registry.defaults_for(handle.adapter)
+    codes, stats = sample(handle, guidance_scale=-1, top_k=-1, window=-1)
+    window = min(d.window, 6)
+    assert codes.settings["guidance_scale"] == d.guidance_scale and codes.settings["top_k"] == d.top_k
+    assert codes.settings["window"] == window
+    used = next(line for line in stats.splitlines() if line.startswith("used:"))
+    assert re.fullmatch(rf"used: mode fixed, window {window}, guidance_scale {d.guidance_scale:g}, temperature 1, "
+                        rf"top_k {d.top_k}, top_p 1, passes {codes.stats['passes']}, time \d+\.\d\d s", used), used
+    _, stats = sample(handle, mode="ntp")
+    assert "used: mode ntp, window 6," in stats  # the window ntp decodes with: whole rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# Progress totals
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_progress_total_of_every_mode(fake_comfy, mode):
+    """ntp/fixed: one total, known up front, in every message, ending at total/total. Other modes: start at
+    the estimate, never below the passes done, grow only while the image is unfinished, end at passes/passes."""
+    torch.set_num_threads(1)
+    codes, _ = sample(tiny_handle(), mode=mode, window=2, batch_size=2)
+    ups = [(v, t) for v, t, _ in fake_comfy.utils.updates]
+    passes = codes.stats["passes"]
+    config = registry_config(mode)
+    estimate = expected_passes(codes_layout(), config)
+    assert ups[-1] == (passes, passes) and all(v <= t for v, t in ups)
+    assert [v for v, _ in ups[:passes]] == list(range(1, passes + 1))
+    if passes_known_up_front(config):
+        assert {t for _, t in ups} == {passes} and passes == estimate and len(ups) == passes
+    else:
+        totals = [t for _, t in ups[:passes]]
+        assert totals[0] == max(estimate, 1) and totals == sorted(totals)
+        assert all(t == max(estimate, v + 1) for v, t in ups[:passes - 1])  # grows by what is known: one more
+
+
+def registry_config(mode):
+    from zipar.zipar_core import ZipARConfig
+
+    return ZipARConfig(mode=mode, window=2)
+
+
+def codes_layout():
+    from zipar.zipar_core.layout import TokenLayout
+
+    return TokenLayout(rows=6, cols=6, prefix=1)
+
+
+def test_progress_estimate_grows_honestly(fake_comfy):
+    """An estimate that is too low: the total becomes passes + 1 while tokens are missing, never the passes
+    done, and the last message reads passes/passes."""
+    codes = torch.full((1, 2, 2), -1)
+    progress = glue.PassProgress(3, exact=False)
+    for p in range(1, 7):
+        if p == 6:
+            codes.fill_(0)  # the last pass decodes the last token
+        progress(p, codes, types.SimpleNamespace(passes=p))
+    progress.finish()
+    assert [(v, t) for v, t, _ in fake_comfy.utils.updates] == [(1, 3), (2, 3), (3, 4), (4, 5), (5, 6), (6, 6)]
+
+
+def test_progress_exact_total_never_changes(fake_comfy):
+    codes = torch.full((1, 2, 2), -1)
+    progress = glue.PassProgress(4, exact=True)
+    for p in range(1, 5):
+        progress(p, codes, types.SimpleNamespace(passes=p))
+    progress.finish()
+    assert [(v, t) for v, t, _ in fake_comfy.utils.updates] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Every loader failure: entry, cause, fix
+
+
+def _config_without_weights(folder):
+    (folder / "Janus-Pro-1B").mkdir()
+    (folder / "Janus-Pro-1B" / "config.json").write_text(json.dumps({"model_type": "janus"}))
+    return "Janus-Pro-1B"
+
+
+def _corrupt_checkpoint(folder):
+    (folder / "llamagen").mkdir()
+    (folder / "llamagen" / "c2i_B_256.pt").write_bytes(b"<html>502 Bad Gateway</html>" * 8)
+    torch.save({"model": tiny_vq().state_dict()}, folder / "llamagen" / "vq_ds16_c2i.pt")
+    return "llamagen/c2i_B_256.pt"
+
+
+def _unknown_family_file(folder):
+    torch.save({"model": {"encoder.weight": torch.zeros(2, 2)}}, folder / "mystery.pt")
+    torch.save({"model": tiny_vq().state_dict()}, folder / "vq_ds16_c2i.pt")
+    return "mystery.pt"
+
+
+def _unknown_model_type(folder):
+    (folder / "bert").mkdir()
+    (folder / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    return "bert"
+
+
+def _gpt_without_vq(folder):
+    torch.save({"model": tiny_gpt("c2i").state_dict()}, folder / "c2i_B_96.pt")
+    return "c2i_B_96.pt"
+
+
+def _damaged_config(folder):
+    (folder / "Emu3-Gen").mkdir()
+    (folder / "Emu3-Gen" / "config.json").write_text('{"model_type": "emu3", ')
+    return "Emu3-Gen"
+
+
+def _truncated_safetensors(folder):
+    (folder / "c2i_B_256.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    torch.save({"model": tiny_vq().state_dict()}, folder / "vq_ds16_c2i.pt")
+    return "c2i_B_256.safetensors"
+
+
+LOAD_FAILURES = {  # name -> (make the files, cause in the message, fix in the message)
+    "config without weights (OSError)": (_config_without_weights, "OSError", "weights are missing or incomplete"),
+    "corrupt checkpoint": (_corrupt_checkpoint, "CheckpointError", "download the file again"),
+    "truncated safetensors": (_truncated_safetensors, "not a readable safetensors file", "download the file again"),
+    "unknown family file": (_unknown_family_file, "not a LlamaGen GPT checkpoint", "supported family"),
+    "unknown model_type": (_unknown_model_type, "unsupported model type 'bert'", "supported family"),
+    "GPT without its VQ": (_gpt_without_vq, "no VQ tokenizer", "add the missing part beside the model"),
+    "damaged config.json": (_damaged_config, "JSONDecodeError", "config.json) is damaged"),
+    "path outside the folder": (lambda folder: "../secret.pt", "pick an entry from the", "pick an entry"),
+    "missing entry": (lambda folder: "gone.pt", "FileNotFoundError", "press 'r'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LOAD_FAILURES))
+def test_every_loader_failure_names_entry_cause_and_fix(kind, tmp_path, monkeypatch):
+    monkeypatch.setenv(glue.ENV_MODELS_DIR, str(tmp_path))
+    make, cause, fix = LOAD_FAILURES[kind]
+    name = make(tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        ZipARModelLoader().load(name, "fp32")
+    msg = str(err.value)
+    assert msg.startswith(f"ZipAR Model Loader could not load {name!r}"), msg
+    _, cause_line, fix_line = msg.split("\n")
+    assert cause in cause_line and cause_line.startswith("Cause (") and fix_line.startswith("Fix: ") and fix in fix_line
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("CUDA out of memory"), ImportError("no module named x"),
+                                   ZeroDivisionError("something unforeseen")], ids=lambda e: type(e).__name__)
+def test_any_exception_type_is_wrapped(error, tmp_path, monkeypatch):
+    monkeypatch.setenv(glue.ENV_MODELS_DIR, str(tmp_path))
+    name = _gpt_without_vq(tmp_path)
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr("zipar.nodes.loader._load_model", fail)
+    with pytest.raises(ModelLoadError, match=rf"could not load '{name}'.*\nCause \({type(error).__name__}\).*\nFix: "):
+        ZipARModelLoader().load(name, "fp32")
+
+
+def test_comfy_interrupt_passes_through_the_loader(fake_comfy, tmp_path, monkeypatch):
+    monkeypatch.setenv(glue.ENV_MODELS_DIR, str(tmp_path))
+    name = _gpt_without_vq(tmp_path)
+
+    def cancelled(*a, **k):
+        raise FakeInterrupt()
+
+    monkeypatch.setattr("zipar.nodes.loader._load_model", cancelled)
+    with pytest.raises(FakeInterrupt):
+        ZipARModelLoader().load(name, "fp32")
 
 
 def test_dtype_choices():

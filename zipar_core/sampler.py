@@ -21,7 +21,18 @@ from .errors import SettingError
 from .jacobi import JacobiVerifier, build_step, chain_visibility
 from .protocol import EOL_TOKEN, Conditioning, ZipARModel
 from .sampling import apply_guidance, probabilities, sample_from, speculative_step
-from .schedule import DRAFT, EOL, JACOBI_MODES, NONE, VERIFY, JacobiSchedule, Pass, Schedule, count_passes
+from .schedule import (
+    DRAFT,
+    EOL,
+    JACOBI_MODES,
+    NONE,
+    VERIFY,
+    JacobiSchedule,
+    Pass,
+    Schedule,
+    count_passes,
+    passes_known_up_front,
+)
 from .step_runner import StaticStep
 
 
@@ -118,7 +129,7 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     filled[:, : layout.prefix] = cond.prefix_valid.to(dev)
     cache = cache if cache is not None else model.new_cache(cond, scratch + 1)
     stats = DecodeStats(tokens=HW, batch_size=B, model_seconds=0.0 if profile or dev.type == "cpu" else None)
-    if config.mode in ("ntp", "fixed"):
+    if passes_known_up_front(config):
         stats.expected_passes = count_passes(layout, config)
     timer = _ModelTimer(stats, profile, dev)
     if compile or cuda_graphs:

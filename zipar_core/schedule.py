@@ -349,3 +349,9 @@ def count_jacobi_passes(layout: TokenLayout, config: ZipARConfig, accept=None) -
         s.commit(plan, [c.drafts if accept is None else accept(c) for c in plan.chains])
         passes += 1
     return passes
+
+
+def passes_known_up_front(config: ZipARConfig) -> bool:
+    """Whether :func:`expected_passes` is the exact pass count (the schedule does not depend on the sampled
+    tokens: ntp and fixed); in every other mode it is a starting estimate that a run may exceed."""
+    return config.mode in ("ntp", "fixed")

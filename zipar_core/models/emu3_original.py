@@ -32,7 +32,6 @@ import json
 import os
 import re
 
-
 from ..checkpoints import CheckpointError, find_weight_files, read_weight_files
 from ..model_files import config_model_type
 

@@ -28,7 +28,6 @@ import json
 import os
 import re
 
-
 from ..checkpoints import CheckpointError, find_weight_files, load_state_dict, read_weight_files
 
 ARCHITECTURE = "ChameleonXLLMXForConditionalGeneration"
