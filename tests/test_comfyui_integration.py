@@ -388,8 +388,8 @@ def test_bad_inputs_say_what_to_change(server):
     assert "not a LlamaGen GPT checkpoint" in messages["unknown family"]
     assert "value_not_in_list" in messages["path outside the model folder"]
     assert f"could not load '{HF_NO_WEIGHTS}'" in messages["config without weights"]
-    assert "Cause (OSError)" in messages["config without weights"]
-    assert "weights are missing or incomplete" in messages["config without weights"]
+    assert "has no weight files" in messages["config without weights"]
+    assert "Fix:" in messages["config without weights"] and "download" in messages["config without weights"]
     outcome, _, _, pid = server.run(variant(prompt="", batch_size=2))  # a class model with an empty prompt
     assert outcome == "execution_success"
     stats = [out["text"][0] for out in server.history(pid)["outputs"].values() if "text" in out]

@@ -493,7 +493,7 @@ def _truncated_safetensors(folder):
 
 
 LOAD_FAILURES = {  # name -> (make the files, cause in the message, fix in the message)
-    "config without weights (OSError)": (_config_without_weights, "OSError", "weights are missing or incomplete"),
+    "config without weights": (_config_without_weights, "has no weight files", "download"),
     "corrupt checkpoint": (_corrupt_checkpoint, "CheckpointError", "download the file again"),
     "truncated safetensors": (_truncated_safetensors, "not a readable safetensors file", "download the file again"),
     "unknown family file": (_unknown_family_file, "not a LlamaGen GPT checkpoint", "supported family"),
