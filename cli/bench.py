@@ -12,6 +12,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--windows", type=int, nargs="*", default=[4, 8, 12, 16])
     p.add_argument("--adaptive", type=int, nargs="*", default=[8])
+    p.add_argument("--sjd", type=int, nargs="*", default=[], help="sjd draft lengths to run")
+    p.add_argument("--zipar-sjd", type=int, nargs="*", default=[], help="zipar_sjd windows to run (--draft-length drafts)")
+    p.add_argument("--draft-length", type=int, default=8, help="zipar_sjd: drafts per row")
     p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's (LlamaGen c2i: 2.0)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -34,7 +37,8 @@ def run(args) -> None:
     guidance = registry.resolve(model, guidance_scale=args.guidance_scale)["guidance_scale"]
     cond = model.prepare(class_labels=[i % model.config.num_classes for i in range(args.batch_size)],
                          rows=args.grid, cols=args.grid, guidance_scale=guidance)
-    configs = default_configs(args.grid, args.windows, args.adaptive, guidance_scale=guidance)
+    configs = default_configs(args.grid, args.windows, args.adaptive, args.sjd, args.zipar_sjd, args.draft_length,
+                              guidance_scale=guidance)
     results = run_configs(model, cond, configs, args.reps, compile=args.compile, cuda_graphs=args.cuda_graphs)
     title = (f"LlamaGen {args.preset} (random weights), {args.grid}x{args.grid}, batch {args.batch_size}, "
              f"guidance {guidance}, {device} {args.dtype}, {torch.get_num_threads()} threads")

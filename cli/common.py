@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 
+from ..zipar_core.config import DRAFT_INITS, MODES
+
 # ZipAR settings a user can set on the command line: the ZipARPipeline.__call__ argument of each name.
-SETTINGS = ("mode", "window", "guidance_scale", "temperature", "top_k", "top_p", "paper_first_row", "height",
-            "width", "negative_prompt")
+SETTINGS = ("mode", "window", "draft_length", "draft_init", "guidance_scale", "temperature", "top_k", "top_p",
+            "paper_first_row", "height", "width", "negative_prompt")
 # Setting / argument names whose flag is not --name-with-dashes.
 FLAGS = {"vq_path": "--llamagen-vq", "t5_path": "--t5", "class_labels": "--class-label", "vqgan": "--vqgan",
          "torch_dtype": "--dtype", "num_images_per_prompt": "--num-images"}
@@ -38,8 +40,11 @@ def model_args(p) -> None:
 
 def setting_args(p) -> None:
     g = p.add_argument_group("decoding (default: the pipeline's config, then the model family's own defaults)")
-    g.add_argument("--mode", choices=["ntp", "fixed", "adaptive"])
+    g.add_argument("--mode", choices=MODES, help="ntp, fixed (ZipAR), adaptive (ZipAR, speculative row starts), sjd "
+                                                "(speculative Jacobi drafts, raster), zipar_sjd (ZipAR rows with drafts)")
     g.add_argument("--window", type=int, help="ZipAR window s (adaptive: the minimum window)")
+    g.add_argument("--draft-length", type=int, help="sjd / zipar_sjd: draft tokens per chain")
+    g.add_argument("--draft-init", choices=DRAFT_INITS, help="sjd / zipar_sjd: new drafts start random or spatial")
     g.add_argument("--cfg", "--guidance-scale", dest="guidance_scale", type=float)
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-k", type=int)

@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="NTP vs ZipAR on the embedded demo model: passes, seconds, images side by side")
     p.add_argument("--windows", type=int, nargs="+", default=[4, 2], help="ZipAR fixed windows to run")
     p.add_argument("--adaptive", type=int, nargs="*", default=[3], help="adaptive minimum windows to run")
+    p.add_argument("--sjd", type=int, nargs="*", default=[8], help="sjd draft lengths to run")
+    p.add_argument("--zipar-sjd", type=int, nargs="*", default=[4], help="zipar_sjd windows to run")
+    p.add_argument("--draft-length", type=int, default=None, help="zipar_sjd drafts per row (default: the model's)")
     p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's (2.0 for the demo model)")
     p.add_argument("--batch-size", type=int, default=10,
                    help="images per mode (demo model: classes 0..9 in turn, one generate() call)")
@@ -32,6 +35,7 @@ def run(args) -> None:
     import torch
 
     from ..zipar_core import ZipARConfig, generate
+    from ..zipar_core.benchmark import default_configs
     from ..zipar_core.models import registry
 
     random = args.random or args.preset is not None
@@ -55,12 +59,11 @@ def run(args) -> None:
         print("classes: " + ", ".join(CLASSES[i % len(CLASSES)] for i in range(args.batch_size)))
     labels = [i % model.config.num_classes for i in range(args.batch_size)]
     cond = model.prepare(class_labels=labels, rows=rows, cols=cols, guidance_scale=guidance)
-    configs = [("ntp", ZipARConfig(mode="ntp", guidance_scale=guidance))]
-    configs += [(f"fixed s={s}", ZipARConfig(mode="fixed", window=s, guidance_scale=guidance)) for s in args.windows]
-    configs += [(f"adaptive s_min={s}", ZipARConfig(mode="adaptive", window=s, guidance_scale=guidance))
-                for s in args.adaptive]
+    draft_length = registry.resolve(model, draft_length=args.draft_length)["draft_length"]
+    configs = default_configs(cols, args.windows, args.adaptive, args.sjd, args.zipar_sjd, draft_length,
+                              guidance_scale=guidance).items()
     generate(model, cond, ZipARConfig(window=max(1, cols // 2), guidance_scale=guidance))  # warm-up
-    print(f"{'mode':<20}{'passes':>8}{'seconds':>10}{'pass ratio':>12}{'speed-up':>10}")
+    print(f"{'mode':<24}{'passes':>8}{'seconds':>10}{'pass ratio':>12}{'speed-up':>10}")
     base, results = None, []
     for name, cfg in configs:
         gens = [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.batch_size)]
@@ -70,9 +73,11 @@ def run(args) -> None:
         base = base or (result.stats.passes, seconds)
         results.append((name, result))
         extra = ""
-        if cfg.mode == "adaptive" and result.stats.acceptance_rate is not None:
+        if result.stats.mean_accepted_length is not None:
+            extra = f"   ({result.stats.mean_accepted_length:.2f} tokens per row and pass)"
+        elif result.stats.acceptance_rate is not None:
             extra = f"   (drafts accepted {result.stats.acceptance_rate:.0%})"
-        print(f"{name:<20}{result.stats.passes:>8}{seconds:>10.2f}{base[0] / result.stats.passes:>11.2f}x"
+        print(f"{name:<24}{result.stats.passes:>8}{seconds:>10.2f}{base[0] / result.stats.passes:>11.2f}x"
               f"{base[1] / seconds:>9.2f}x{extra}")
     if args.out and model.vq is not None:
         save_side_by_side(model, results, args.out)

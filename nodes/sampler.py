@@ -18,6 +18,12 @@ def modes() -> list[str]:
     return list(MODES)
 
 
+def draft_inits() -> list[str]:
+    from ..zipar_core.config import DRAFT_INITS
+
+    return ["model default", *DRAFT_INITS]
+
+
 @dataclass
 class ZipARCodes:
     """What flows along a ZIPAR_CODES link: (B, H, W) VQ codes on CPU and the model that made them."""
@@ -120,7 +126,11 @@ def stats_text(config, layout, stats, ntp: int, note: str = "", classes: str = "
               f"passes {stats.passes}, time {stats.seconds:.2f} s")]
     if classes:
         lines.append(f"classes: {classes}")
-    if stats.drafts_proposed:
+    if stats.mean_accepted_length is not None:
+        lines.append(f"Jacobi drafts ({config.draft_length} per chain, {config.draft_init} start) accepted: "
+                     f"{stats.drafts_accepted}/{stats.drafts_proposed}, {stats.mean_accepted_length:.2f} tokens per "
+                     "chain and pass")
+    elif stats.drafts_proposed:
         lines.append(f"adaptive row starts accepted: {stats.drafts_accepted}/{stats.drafts_proposed}")
     if note:
         lines.append(note)
@@ -132,7 +142,7 @@ def classes_text(labels: list[int], names=None) -> str:
     return ", ".join(f"{x} {names[x]}" if names and x < len(names) else str(x) for x in labels)
 
 
-MODEL_DEFAULT = -1  # guidance_scale / top_k / window widgets: "the model's default" (registry)
+MODEL_DEFAULT = -1  # guidance_scale / top_k / window / draft_length widgets: "the model's default" (registry)
 
 
 def _defaults_help(key: str) -> str:
@@ -152,15 +162,19 @@ def widget_name(setting: str) -> str:
     return {"class_labels": "prompt", "prompt": "prompt", "negative_prompt": "negative_prompt"}.get(setting, setting)
 
 
-def chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row) -> dict:
+def chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
+                    draft_length=MODEL_DEFAULT, draft_init="model default") -> dict:
     """Widget values -> ZipAR settings; the "model default" values (-1) become None, for the registry to fill."""
-    for name, value in (("guidance_scale", guidance_scale), ("top_k", top_k), ("window", window)):
+    for name, value in (("guidance_scale", guidance_scale), ("top_k", top_k), ("window", window),
+                        ("draft_length", draft_length)):
         if value < 0 and value != MODEL_DEFAULT:
             raise ValueError(f"ZipAR Sampler: {name} {value} is not allowed; use {MODEL_DEFAULT} for the model's "
-                             f"default, or a value >= {0 if name != 'window' else 1}")
+                             f"default, or a value >= {0 if name in ('guidance_scale', 'top_k') else 1}")
     return {"mode": mode, "window": None if window <= 0 else int(window),
             "guidance_scale": None if guidance_scale < 0 else float(guidance_scale), "temperature": float(temperature),
-            "top_k": None if top_k < 0 else int(top_k), "top_p": float(top_p), "paper_first_row": bool(paper_first_row)}
+            "top_k": None if top_k < 0 else int(top_k), "top_p": float(top_p), "paper_first_row": bool(paper_first_row),
+            "draft_length": None if draft_length <= 0 else int(draft_length),
+            "draft_init": None if draft_init == "model default" else draft_init}
 
 
 class ZipARSampler:
@@ -209,7 +223,7 @@ class ZipARSampler:
                     "tooltip": "Tokens of the row above a token waits for (adaptive: the minimum). Smaller = "
                                "fewer passes, larger = closer to raster order; at most the grid width in tokens "
                                "(image width / the model's pixels per token). -1: the model's default "
-                               f"({_defaults_help('window')}; never wider than the grid). Ignored by ntp."}),
+                               f"({_defaults_help('window')}; never wider than the grid). Ignored by ntp and sjd."}),
                 "width": ("INT", {
                     "default": 0, "min": 0, "max": 4096, "step": 8,
                     "tooltip": "Image width in pixels; 0 = the model's trained size. A multiple of the model's "
@@ -226,6 +240,15 @@ class ZipARSampler:
                     "default": False, "advanced": True,
                     "tooltip": "Decode row 0 completely before row 1 starts, as the authors' code does (matches "
                                "the paper's pass counts; a few more passes)."}),
+                "draft_length": ("INT", {
+                    "default": MODEL_DEFAULT, "min": MODEL_DEFAULT, "max": 64, "advanced": True,
+                    "tooltip": "sjd / zipar_sjd: draft tokens each row carries ahead of its newest token, checked "
+                               "together in one pass (accepted ones cost no pass of their own). -1: the model's "
+                               f"default ({_defaults_help('draft_length')}). Ignored by the other modes."}),
+                "draft_init": (draft_inits(), {
+                    "default": "model default", "advanced": True,
+                    "tooltip": "sjd / zipar_sjd: how a new draft token starts: random (as SJD), or spatial (the "
+                               "token above it)."}),
             },
         }
 
@@ -241,7 +264,7 @@ class ZipARSampler:
     SEARCH_ALIASES = ("zipar", "autoregressive sampler", "llamagen", "janus", "emu3", "lumina")
 
     def sample(self, model, prompt, negative_prompt, seed, guidance_scale, temperature, top_k, top_p, mode, window,
-               width, height, batch_size, paper_first_row=False):
+               width, height, batch_size, paper_first_row=False, draft_length=MODEL_DEFAULT, draft_init="model default"):
         import torch
 
         from ..zipar_core import ZipARConfig, expected_passes, generate
@@ -250,7 +273,8 @@ class ZipARSampler:
         from ..zipar_core.schedule import passes_known_up_front
 
         adapter = model.load()
-        chosen = chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row)
+        chosen = chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
+                                 draft_length, draft_init)
         note, classes, request = "", "", {"height": int(height) or None, "width": int(width) or None}
         try:
             if adapter.conditioning == "class":
@@ -290,6 +314,9 @@ MODE_HELP = {
     "fixed": "a row starts once the row above has `window` tokens (paper eq. 1).",
     "adaptive": "rows start as early as `window` tokens and are checked against more context (paper eq. 2-3).",
     "ntp": "plain raster order, one token per pass (the baseline).",
+    "sjd": "speculative Jacobi decoding in raster order: `draft_length` guessed tokens checked per pass, the "
+           "sampling distribution kept.",
+    "zipar_sjd": "fixed-window rows (as fixed), each row carrying its own `draft_length` Jacobi drafts.",
 }
 
 

@@ -190,7 +190,8 @@ def widget_values(node_class, values: dict) -> list:
 def sampler_values(t: Template) -> dict:
     return {"prompt": t.prompt, "negative_prompt": t.negative, "seed": SEED, "guidance_scale": MODEL_DEFAULT,
             "temperature": 1.0, "top_k": MODEL_DEFAULT, "top_p": 1.0, "mode": "fixed", "window": MODEL_DEFAULT,
-            "width": 0, "height": 0, "batch_size": t.batch_size, "paper_first_row": False}
+            "draft_length": MODEL_DEFAULT, "width": 0, "height": 0, "batch_size": t.batch_size, "paper_first_row": False,
+            "draft_init": "model default"}
 
 
 def ui_workflow(t: Template) -> dict:

@@ -44,8 +44,8 @@ from .pipeline_output import ZipARPipelineOutput
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes", "latent")
-SETTINGS = ("mode", "window", "paper_first_row", "guidance_scale", "guidance_interval", "temperature", "top_k",
-            "top_p")
+SETTINGS = ("mode", "window", "draft_length", "draft_init", "paper_first_row", "guidance_scale", "guidance_interval",
+            "temperature", "top_k", "top_p")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -80,7 +80,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         text_encoder: FLAN-T5 encoder for text-to-image LlamaGen.
         tokenizer: the text tokenizer (T5's for LlamaGen t2i, the model's own for the others).
         family: a registry family ("llamagen", "janus", "emu3", "lumina"); None reads it off the transformer.
-        mode, window, paper_first_row, guidance_scale, guidance_interval, temperature, top_k, top_p: default ZipAR
+        mode, window, draft_length, draft_init, paper_first_row, guidance_scale, guidance_interval, temperature, top_k,
+            top_p: default ZipAR
             settings of this pipeline (None: the family's registry defaults); every call can override them.
         target_size: Lumina-mGPT's training size (512 / 768 / 1024), which fixes the sizes it can make.
     """
@@ -90,7 +91,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
     _callback_tensor_inputs: ClassVar[list[str]] = ["codes"]
 
     def __init__(self, transformer, vqvae=None, text_encoder=None, tokenizer=None, family: str | None = None,
-                 mode: str | None = None, window: int | None = None, paper_first_row: bool = False,
+                 mode: str | None = None, window: int | None = None, draft_length: int | None = None,
+                 draft_init: str | None = None, paper_first_row: bool = False,
                  guidance_scale: float | None = None, guidance_interval: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  target_size: int | None = None):
@@ -99,7 +101,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         if family is not None and family != found:
             raise SettingError("family", f"{{name}}={family!r} but the transformer component is a {found} model")
         self.register_modules(transformer=transformer, vqvae=vqvae, text_encoder=text_encoder, tokenizer=tokenizer)
-        self.register_to_config(family=found, mode=mode, window=window, paper_first_row=paper_first_row,
+        self.register_to_config(family=found, mode=mode, window=window, draft_length=draft_length,
+                                draft_init=draft_init, paper_first_row=paper_first_row,
                                 guidance_scale=guidance_scale, guidance_interval=guidance_interval,
                                 temperature=temperature, top_k=top_k, top_p=top_p, target_size=target_size)
         self.image_processor = VaeImageProcessor(do_normalize=True)
@@ -208,6 +211,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         top_p: float | None = None,
         mode: str | None = None,
         window: int | None = None,
+        draft_length: int | None = None,
+        draft_init: str | None = None,
         paper_first_row: bool | None = None,
         guidance_interval: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -233,11 +238,16 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
             num_images_per_prompt (`int`, defaults to 1): images per prompt or class label.
             guidance_scale (`float`, *optional*): classifier-free guidance; 1.0 runs no unconditional branch.
             temperature, top_k, top_p: sampling filters (temperature 0 is greedy; top_k 0 / top_p 1.0 are off).
-            mode (`str`, *optional*): "ntp" (raster order, one token per pass), "fixed" (ZipAR with a fixed window) or
-                "adaptive" (ZipAR with speculative row starts; `window` is then the minimum window).
+            mode (`str`, *optional*): "ntp" (raster order, one token per pass), "fixed" (ZipAR with a fixed window),
+                "adaptive" (ZipAR with speculative row starts; `window` is then the minimum window), "sjd"
+                (speculative Jacobi decoding in raster order) or "zipar_sjd" (fixed-window rows, each carrying its own
+                Jacobi drafts).
             window (`int`, *optional*): ZipAR's window s (paper eq. 1): a token is decoded once the `s` tokens
                 above-right of it exist. Equal to the grid width it is plain raster decoding. (`window_size` is the
                 deprecated old name.)
+            draft_length (`int`, *optional*): sjd / zipar_sjd: draft tokens each chain carries, verified in one pass.
+            draft_init (`str`, *optional*): sjd / zipar_sjd: new drafts start "random" (as SJD) or "spatial" (the
+                token above).
             paper_first_row (`bool`, *optional*): decode row 0 completely first, as the authors' code does (the
                 paper's step counts).
             guidance_interval (`int`, *optional*): guide only the first this many image tokens.
@@ -281,7 +291,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
                                     num_images_per_prompt, output_type, generator, callback_on_step_end_tensor_inputs,
                                     conditioning)
         cols = request.cols if request is not None else conditioning.layout.cols
-        config = self.resolve_settings(adapter, cols, mode=mode, window=window, paper_first_row=paper_first_row,
+        config = self.resolve_settings(adapter, cols, mode=mode, window=window, draft_length=draft_length,
+                                       draft_init=draft_init, paper_first_row=paper_first_row,
                                        guidance_scale=guidance_scale, guidance_interval=guidance_interval,
                                        temperature=temperature, top_k=top_k, top_p=top_p)
         self._interrupt = False

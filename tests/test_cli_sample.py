@@ -65,6 +65,16 @@ def test_generate_writes_pngs_with_settings_in_metadata(model_dir, pipe, tmp_pat
         assert_same_image(image.convert("RGB"), reference(pipe, 3, 7 + b))
 
 
+def test_generate_jacobi_flags(model_dir, pipe, tmp_path):
+    out = tmp_path / "sjd.png"
+    assert main(["generate", "--model", model_dir, "--class-label", "3", "--seed", "7", "-o", str(out), "--device",
+                 "cpu", "--mode", "sjd", "--draft-length", "3", "--draft-init", "random"]) == 0
+    meta = json.loads(Image.open(out).text["zipar"])
+    assert (meta["mode"], meta["draft_length"], meta["draft_init"]) == ("sjd", 3, "random")
+    ref = pipe(class_labels=[3], generator=gen(7), mode="sjd", draft_length=3, draft_init="random", output_type="pil")
+    assert_same_image(Image.open(out).convert("RGB"), ref.images[0])
+
+
 def test_generate_speed_options_give_the_same_image(model_dir, pipe, tmp_path, emulated_cuda_graphs):
     out = tmp_path / "fast.png"
     assert main(["generate", "--model", model_dir, "--class-label", "3", "--seed", "7", "-o", str(out),

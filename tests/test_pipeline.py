@@ -204,6 +204,23 @@ def test_modes_settings_and_stats(c2i):
         c2i.register_to_config(top_k=None)
 
 
+def test_jacobi_modes_through_the_pipeline(c2i):
+    """mode / draft_length / draft_init reach the sampler: the same codes as generate() with that config, the
+    settings recorded, the progress bar grown to the real pass count."""
+    from zipar.zipar_core import ZipARConfig, generate
+
+    for mode, window in (("sjd", None), ("zipar_sjd", 2)):
+        out = c2i(class_labels=[1, 2], mode=mode, window=window, draft_length=3, draft_init="spatial",
+                  generator=[gen(1), gen(2)], output_type="codes")
+        adapter = c2i.build_adapter()
+        cfg = ZipARConfig(mode=mode, window=window or 4, draft_length=3, draft_init="spatial", guidance_scale=2.0)
+        ref = generate(adapter, adapter.prepare(class_labels=[1, 2], guidance_scale=2.0), cfg,
+                       generator=[gen(1), gen(2)])
+        assert torch.equal(out.codes, ref.codes)
+        assert (out.settings["mode"], out.settings["draft_length"], out.settings["draft_init"]) == (mode, 3, "spatial")
+        assert out.stats.chain_steps > 0 and out.stats.mean_accepted_length >= 1
+
+
 def test_callback_progress_and_interrupt(c2i):
     seen = []
 

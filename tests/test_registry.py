@@ -19,7 +19,7 @@ from zipar.nodes.sampler import ZipARSampler
 from zipar.zipar_core.models import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = ("mode", "window", "guidance_scale", "temperature", "top_k", "top_p")
+SETTINGS = ("mode", "window", "guidance_scale", "temperature", "top_k", "top_p", "draft_length", "draft_init")
 # the tiny random model of each family, and a call that fits it
 TINY = {
     "llamagen": ({}, {"class_labels": [3]}),
@@ -132,7 +132,7 @@ def test_workflow_widgets_resolve_to_the_registry_defaults(path):
     """Every shipped workflow leaves guidance, top-k and window to the model (so it follows the registry) and
     keeps the other values at the registry's (the same for every family)."""
     values = _workflow_sampler_settings(path)
-    assert (values["guidance_scale"], values["top_k"], values["window"]) == (-1, -1, -1)
+    assert (values["guidance_scale"], values["top_k"], values["window"], values["draft_length"]) == (-1, -1, -1, -1)
     for fam in registry.FAMILIES.values():
         for d in (fam.defaults, *fam.variants.values()):
             assert (values["mode"], values["temperature"], values["top_p"]) == (d.mode, d.temperature, d.top_p)

@@ -138,11 +138,18 @@ def _zipar_run(model, cond, cfg, seed, **generate_options):
     return r.stats.model_seconds, r.codes, r.stats.passes
 
 
-def default_configs(cols: int, windows=(4, 8, 12, 16), adaptive=(8,), **sampling) -> dict[str, ZipARConfig]:
+def default_configs(cols: int, windows=(4, 8, 12, 16), adaptive=(8,), sjd=(), zipar_sjd=(), draft_length: int = 8,
+                    **sampling) -> dict[str, ZipARConfig]:
+    """The configurations a benchmark compares: ntp, fixed windows, adaptive minimum windows, sjd draft
+    lengths, and zipar_sjd windows (each with ``draft_length`` drafts per row)."""
     configs = {"ntp": ZipARConfig(mode="ntp", **sampling)}
     configs.update({f"fixed s={s}": ZipARConfig(mode="fixed", window=s, **sampling) for s in windows if s <= cols})
     configs.update({f"adaptive s_min={s}": ZipARConfig(mode="adaptive", window=s, **sampling)
                     for s in adaptive if s <= cols})
+    configs.update({f"sjd L={n}": ZipARConfig(mode="sjd", draft_length=n, **sampling) for n in sjd})
+    configs.update({f"zipar_sjd s={s} L={draft_length}": ZipARConfig(mode="zipar_sjd", window=s,
+                                                                     draft_length=draft_length, **sampling)
+                    for s in zipar_sjd if s <= cols})
     return configs
 
 

@@ -30,6 +30,8 @@ class Defaults:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    draft_length: int = 8  # sjd / zipar_sjd: draft tokens per chain
+    draft_init: str = "spatial"  # sjd / zipar_sjd: new drafts start from the token above ("random": as SJD)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -220,12 +222,12 @@ def with_defaults(name: str, variant: str | None = None, **changes) -> Defaults:
 
 def defaults_table() -> str:
     """The families and their decoding defaults as a Markdown table (README; a test keeps it in sync)."""
-    lines = ["| family | checkpoint | mode | window | guidance_scale | temperature | top_k | top_p | sizes |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| family | checkpoint | mode | window | guidance_scale | temperature | top_k | top_p | draft_length "
+             "| sizes |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for fam in FAMILIES.values():
         for variant, d in (("", fam.defaults), *fam.variants.items()):
             lines.append(f"| {fam.title} | {fam.labels.get(variant, variant or 'all')} | {d.mode} | {d.window} | {d.guidance_scale:g} "
-                         f"| {d.temperature:g} | {d.top_k} | {d.top_p:g} | {fam.sizes if not variant else ''} |")
+                         f"| {d.temperature:g} | {d.top_k} | {d.top_p:g} | {d.draft_length} | {fam.sizes if not variant else ''} |")
     return "\n".join(lines)
 
 
