@@ -14,8 +14,8 @@ is images ``s * batch .. s * batch + batch - 1`` of the training seed, drawn and
 no image is seen twice and the data needs no state. Labels are dropped to the null class with probability
 0.1 (for classifier-free guidance) by a generator seeded with (seed, step). AdamW, linear warm-up,
 constant, then a cosine cool-down over the last ``--decay`` of the steps to ``--final-lr`` x lr
-(warmup-stable-decay: before the cool-down, ``--resume`` may change ``--steps``), gradient clipping, an exponential moving average of the weights
-(``--ema``), float32 (bfloat16 autocast is far slower than float32 on CPUs without bf16 hardware; see
+(warmup-stable-decay: before the cool-down, ``--resume`` may change ``--steps`` and ``--decay``),
+gradient clipping, an exponential moving average of the weights (``--ema``), float32 (bfloat16 autocast is far slower than float32 on CPUs without bf16 hardware; see
 docs/demo_model.md; ``--amp`` turns it on for a GPU).
 
 Checkpoints (``--run-dir``/ckpt.pt, every ``--ckpt-every`` steps, at the end, and on SIGINT/SIGTERM) hold
@@ -242,12 +242,12 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
         ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
         diff = {k: (ckpt["run_args"].get(k), v) for k, v in run_args(args).items() if ckpt["run_args"].get(k) != v}
-        if set(diff) == {"steps"} and ckpt["step"] < min(decay_start(args), decay_start(
+        if diff and set(diff) <= {"steps", "decay"} and ckpt["step"] <= min(decay_start(args), decay_start(
                 argparse.Namespace(**ckpt["run_args"]))):
             # Still before the cool-down of both schedules: the steps so far are those of a run of the new
-            # length, so the run can be extended (or shortened) and stays reproducible.
-            print(f"--resume: run length changed from {diff['steps'][0]} to {diff['steps'][1]} steps "
-                  f"(at step {ckpt['step']}, before the cool-down of both)", flush=True)
+            # length / cool-down, so the run can be extended (or shortened) and stays reproducible.
+            print(f"--resume: {', '.join(f'{k} {a} -> {b}' for k, (a, b) in diff.items())} (at step "
+                  f"{ckpt['step']}, before the cool-down of both schedules)", flush=True)
         elif diff:
             raise SystemExit(f"--resume: {ckpt_path} was made with other run arguments (checkpoint, now): {diff}")
         if ckpt["vq_sha256"] != vq_sha:
