@@ -28,3 +28,13 @@ def llamagen_parts(folder: str) -> tuple[list[str], list[str], list[str]]:
     gpt = [f for f in files if f not in vq]
     t5 = [e for e in entries if "t5" in e.lower() and os.path.isdir(os.path.join(folder, e))]
     return gpt, vq, t5
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name``, which is not on disk, can only be a hub id ("owner/name"); a path that looks local
+    (absolute, ``./``, ``~``, several parts, or whose first part is a local folder) is a missing file instead."""
+    name = os.fspath(name)
+    if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") != 1 or os.sep != "/" and os.sep in name:
+        return False
+    owner, repo = name.split("/")
+    return bool(owner and repo) and not os.path.isdir(owner)
