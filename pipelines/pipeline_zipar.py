@@ -162,6 +162,14 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         config = self.resolve_settings(adapter, request.cols, **settings)
         return settings_record(adapter, config, request.rows, request.cols)
 
+    def decode_codes(self, codes: torch.Tensor, output_type: str = "pil", adapter=None):
+        """VQ code grids (batch, rows, cols) -> images in ``output_type`` ("pil", "np", "pt"): what ``__call__``
+        does last. Convolution kernels may round a pixel differently in another batch (by 1/255 at most here),
+        so code that needs an image independent of its batch decodes it alone."""
+        adapter = adapter or self.build_adapter()
+        self._onload("vqvae" if self.vqvae is not None else "transformer")
+        return self.image_processor.postprocess(adapter.decode(codes).float(), output_type=output_type)
+
     def encode_prompt(self, prompt=None, class_labels=None, negative_prompt=None, num_images_per_prompt: int = 1,
                       height: int | None = None, width: int | None = None, guidance_scale: float | None = None):
         """The conditioning of a batch (what ``__call__(conditioning=...)`` takes): prompts or class labels,
@@ -306,11 +314,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
                               cancel=lambda: self._interrupt, compile=compile, cuda_graphs=cuda_graphs)
 
         # 4. Decode the codes to pixels
-        if output_type in ("codes", "latent"):
-            images = result.codes
-        else:
-            self._onload("vqvae" if self.vqvae is not None else "transformer")
-            images = self.image_processor.postprocess(adapter.decode(result.codes).float(), output_type=output_type)
+        images = result.codes if output_type in ("codes", "latent") else \
+            self.decode_codes(result.codes, output_type, adapter=adapter)
         self.maybe_free_model_hooks()
 
         settings = settings_record(adapter, config, cond.layout.rows, cond.layout.cols)

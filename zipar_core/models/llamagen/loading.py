@@ -26,7 +26,7 @@ from ...checkpoints import (
     strip_prefixes,
 )
 from ...errors import SettingError
-from ...model_files import is_checkpoint, llamagen_parts
+from ...model_files import is_checkpoint, is_vq_checkpoint, llamagen_parts
 from .gpt import PRESETS, LlamaGenConfig, LlamaGenTransformer
 from .vq import VQConfig, VQModel
 
@@ -307,6 +307,9 @@ def find_llamagen_files(folder: str) -> tuple[str, str | None, str | None]:
     dict, an optimizer) are passed over; errors list every checkpoint file with what it holds."""
     names = sorted(n for n in os.listdir(folder) if is_checkpoint(n) and os.path.isfile(os.path.join(folder, n)))
     kinds = {n: checkpoint_kind(os.path.join(folder, n)) for n in names}
+    for n, kind in kinds.items():  # a file that cannot be read is taken by its name, so loading says why it fails
+        if kind.startswith("unreadable"):
+            kinds[n] = "vq" if is_vq_checkpoint(n) else "gpt"
     gpt = [n for n in names if kinds[n] == "gpt"]
     vq = [n for n in names if kinds[n] == "vq"]
     t5 = llamagen_parts(folder)[2]
