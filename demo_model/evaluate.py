@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from ..cli.outputs import writable_file, write_json
 from ..zipar_core import ZipARConfig, generate
 from . import GUIDANCE_SCALE, load_demo_model
 from .classifier import classify, frechet_distance, load_classifier
@@ -106,6 +107,12 @@ def main(argv=None) -> None:
     p.add_argument("--json", help="write all numbers to this JSON file")
     p.add_argument("--samples-png", help="save the first 20 images of every mode, one row each, to this PNG")
     args = p.parse_args(argv)
+    for path in (args.json, args.samples_png):  # the folders exist and are writable before the run, not after it
+        if path:
+            try:
+                writable_file(path, "--json" if path == args.json else "--samples-png")
+            except ValueError as e:
+                p.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)  # a command-line process: inference only
@@ -165,8 +172,7 @@ def main(argv=None) -> None:
     print()
     print(format_table(rows, ntp_passes, meta))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        write_json(args.json, {"meta": meta, "rows": rows})
     if args.samples_png:
         save_rows(previews, args.samples_png)
 
