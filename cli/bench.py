@@ -25,9 +25,9 @@ def add_parser(sub) -> None:
 def run(args) -> None:
     import torch
 
-    from .outputs import write_json, writable_file
     from ..zipar_core.benchmark import default_configs, format_table, run_configs
     from ..zipar_core.models import registry
+    from .outputs import writable_file, write_json
 
     if args.json:
         writable_file(args.json, "--json")  # before minutes of benchmarking, not after

@@ -46,7 +46,7 @@ class Estimate:
 def _dims(adapter) -> dict:
     """Hidden size, heads, MLP width and vocabulary of the model, from its config (LlamaGen or transformers)."""
     cfg = getattr(adapter, "text_config", None) or getattr(adapter, "config", None)
-    get = lambda *names: next((getattr(cfg, n) for n in names if getattr(cfg, n, None)), 0)  # noqa: E731
+    get = lambda *names: next((getattr(cfg, n) for n in names if getattr(cfg, n, None)), 0)
     return {"dim": get("hidden_size", "dim"), "heads": get("num_attention_heads", "n_head"),
             "ffn": get("intermediate_size", "hidden_dim"), "vocab": max(get("vocab_size"), adapter.codebook_size)}
 

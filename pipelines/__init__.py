@@ -9,7 +9,7 @@ from importlib import import_module
 _LAZY = {"ChameleonVQGANModel": ".components", "LlamaGenGPTModel": ".components", "LlamaGenVQModel": ".components",
          "ZipARPipeline": ".pipeline_zipar", "ZipARPipelineOutput": ".pipeline_output"}
 
-__all__ = sorted(_LAZY)
+__all__ = ["ChameleonVQGANModel", "LlamaGenGPTModel", "LlamaGenVQModel", "ZipARPipeline", "ZipARPipelineOutput"]
 
 
 def __getattr__(name):

@@ -4,10 +4,8 @@ Sharding is tested with two real processes that carry the environment ``accelera
 WORLD_SIZE, LOCAL_RANK, ...), forked from this one so they start without re-importing torch and diffusers;
 resuming with a process that is SIGKILLed part-way through the set.
 """
-import functools
 import json
 import multiprocessing
-import operator
 import os
 import signal
 import socket

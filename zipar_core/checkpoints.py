@@ -94,10 +94,10 @@ def _refused_global(text: str) -> str | None:
     """The Python object a weights-only unpickler refused to build ("posix.system"), or None when the error
     is not a refusal (then the file is broken). torch words it "Unsupported global: GLOBAL x" (2.4-2.5) or
     "unsupported GLOBAL x whose module ... is blocked" (2.6 and later)."""
-    m = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, re.I)
+    m = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
     if m:
         return m.group(1)
-    return "Python objects" if re.search(r"unsupported global", text, re.I) else None
+    return "Python objects" if re.search(r"unsupported global", text, re.IGNORECASE) else None
 
 
 def _sniff(path: str) -> str | None:

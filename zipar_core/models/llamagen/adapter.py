@@ -19,7 +19,6 @@ from .gpt import LlamaGenTransformer
 from .loading import find_llamagen_files, find_vq_beside, load_llamagen_gpt, load_llamagen_vq
 from .vq import VQModel
 
-
 _WARNED: set[tuple[int, int, int]] = set()  # grids already warned about (a side beyond the trained one)
 
 

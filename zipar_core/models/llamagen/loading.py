@@ -197,12 +197,12 @@ def read_shapes(path) -> dict[str, torch.Tensor]:
         try:
             with safe_open(path, framework="pt") as f:
                 out = {}
-                for k in f.keys():
+                for k in f.keys():  # noqa: SIM118  (a safe_open handle, not a dict)
                     sl = f.get_slice(k)
                     out[k] = torch.empty(sl.get_shape(), dtype=_SAFETENSORS_DTYPES.get(sl.get_dtype(), torch.float32),
                                          device="meta")
             return strip_prefixes(out)
-        except Exception:  # noqa: BLE001  a broken header: let the reader's own check say what is wrong
+        except Exception:  # noqa: BLE001, S110  a broken header: the reader below says what is wrong with it
             pass
     sd = load_state_dict(path, mmap=True)
     return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in sd.items()}
