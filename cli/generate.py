@@ -136,7 +136,7 @@ def _reproduce(pipe, checked, source, args, settings, condition, cond_key, plan,
              "image may differ slightly")
     if plan["layout_matters"] or layout_matters(checked.facts["dtype"], device_type):
         print(f"decoding its batch of {len(seeds)} again (slot {slot}): in {checked.facts['dtype']} on "
-              f"{plan.get('device_type') or device_type} an image depends on the batch it was made in", file=sys.stderr)
+              f"{plan.get('device_type') or device_type} an image may depend on the batch it was made in", file=sys.stderr)
     else:
         seeds, conditions, slot = [seeds[slot]], [conditions[slot]], 0
     if seeds[slot] != args.seed:

@@ -245,9 +245,9 @@ def model_facts(adapter) -> dict:
 
     modules, _ = adapter.components()
     cfg = getattr(modules["transformer"], "config", None)
-    if dataclasses.is_dataclass(cfg):
-        arch = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-    elif cfg is not None and hasattr(cfg, "to_dict"):
+    if cfg is not None and not hasattr(cfg, "to_dict") and dataclasses.is_dataclass(cfg):  # zipar's own configs
+        arch = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    elif cfg is not None and hasattr(cfg, "to_dict"):  # transformers: large and nested, recorded by digest
         d = {k: v for k, v in cfg.to_dict().items() if not k.startswith("_") and k not in
              ("dtype", "torch_dtype", "transformers_version", "name_or_path")}
         arch = {"config_sha256": hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()}

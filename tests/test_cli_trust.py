@@ -402,6 +402,16 @@ def test_png_metadata_records_the_negative_prompt_dtype_files_and_versions(tmp_p
     assert Image.open(tmp_path / "j.png").text["prompt"] == "a red cat"
     assert main(["generate", "--from-png", str(tmp_path / "j.png"), "-o", str(tmp_path / "k.png")]) == 0
     np.testing.assert_array_equal(pixels(tmp_path / "k.png"), pixels(tmp_path / "j.png"))
+    # a prompt set in bfloat16 (checked after loading: a transformers family), and one of its images again
+    (tmp_path / "prompts.txt").write_text("a red cat\n\na blue dog\n")
+    assert main(["sample", "--model", str(folder), "--prompts", str(tmp_path / "prompts.txt"), "--images-per-prompt",
+                 "2", "--batch-size", "3", "--negative-prompt", "lowres", "--dtype", "bfloat16", "--out",
+                 str(tmp_path / "set"), "--device", "cpu"]) == 0
+    meta = meta_of(tmp_path / "set" / "000002.png")
+    assert meta["condition"] == {"prompt": "a blue dog", "negative_prompt": "lowres"} and meta["index"] == 2
+    assert meta["batch"]["conditions"] == ["a red cat", "a red cat", "a blue dog"] and meta["batch"]["slot"] == 2
+    assert main(["generate", "--from-png", str(tmp_path / "set" / "000002.png"), "-o", str(tmp_path / "again.png")]) == 0
+    np.testing.assert_array_equal(pixels(tmp_path / "again.png"), pixels(tmp_path / "set" / "000002.png"))
 
     gpt, vq = tiny_llamagen("c2i")
     torch.save({"model": gpt.state_dict()}, tmp_path / "c2i_B_64.pt")
