@@ -2,26 +2,27 @@
 seconds per image, efficiency (the harness is ``zipar_core.benchmark``)."""
 from __future__ import annotations
 
-import json
+from .common import finite_float, positive_int
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="NTP vs ZipAR on one model in one process: passes, seconds, efficiency")
     p.add_argument("--preset", default="GPT-B", help="LlamaGen size with random weights: tiny, GPT-B, GPT-L, ...")
-    p.add_argument("--grid", type=int, default=24)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--windows", type=int, nargs="*", default=[4, 8, 12, 16])
-    p.add_argument("--adaptive", type=int, nargs="*", default=[8])
-    p.add_argument("--sjd", type=int, nargs="*", default=[], help="sjd draft lengths to run")
-    p.add_argument("--zipar-sjd", type=int, nargs="*", default=[], help="zipar_sjd windows to run (--draft-length drafts)")
-    p.add_argument("--draft-length", type=int, default=8, help="zipar_sjd: drafts per row")
-    p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's (LlamaGen c2i: 2.0)")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--grid", type=positive_int, default=24)
+    p.add_argument("--batch-size", type=positive_int, default=1)
+    p.add_argument("--windows", type=positive_int, nargs="*", default=[4, 8, 12, 16])
+    p.add_argument("--adaptive", type=positive_int, nargs="*", default=[8])
+    p.add_argument("--sjd", type=positive_int, nargs="*", default=[], help="sjd draft lengths to run")
+    p.add_argument("--zipar-sjd", type=positive_int, nargs="*", default=[],
+                   help="zipar_sjd windows to run (--draft-length drafts)")
+    p.add_argument("--draft-length", type=positive_int, default=8, help="zipar_sjd: drafts per row")
+    p.add_argument("--guidance-scale", type=finite_float, default=None, help="default: the model's (LlamaGen c2i: 2.0)")
+    p.add_argument("--reps", type=positive_int, default=3)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps")
     p.add_argument("--cuda-graphs", action="store_true", help="on CUDA: one CUDA graph per number of rows in flight")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--json", help="also write the results to this JSON file (its folder is created)")
     p.set_defaults(func=run)
 
 
@@ -30,7 +31,10 @@ def run(args) -> None:
 
     from ..zipar_core.benchmark import default_configs, format_table, run_configs
     from ..zipar_core.models import registry
+    from .outputs import writable_file, write_json
 
+    if args.json:
+        writable_file(args.json, "--json")  # before minutes of benchmarking, not after
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = registry.build_tiny("llamagen", preset=args.preset, grid=args.grid, device=device)
     model.gpt.to(getattr(torch, args.dtype))
@@ -44,5 +48,4 @@ def run(args) -> None:
              f"guidance {guidance}, {device} {args.dtype}, {torch.get_num_threads()} threads")
     print(format_table(title, results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"title": title, "results": results}, f, indent=2)
+        write_json(args.json, {"title": title, "results": results})

@@ -1,10 +1,13 @@
-"""What ``zipar generate`` and ``zipar sample`` share: the model and decoding arguments, loading the
-pipeline they name, PNG files with reproducible metadata, and how a setting is spelled as a flag.
+"""What ``zipar generate`` and ``zipar sample`` share: the model and decoding arguments, the argument types
+that refuse bad numbers at once, and how a setting is spelled as a flag. Where the model comes from is
+``source.py``; output files ``outputs.py``; memory ``memory.py``; a run of batches ``run_batches``.
 """
 from __future__ import annotations
 
-import json
+import argparse
+import math
 import os
+import sys
 
 from ..zipar_core.config import DRAFT_INITS, MODES
 
@@ -12,8 +15,9 @@ from ..zipar_core.config import DRAFT_INITS, MODES
 SETTINGS = ("mode", "window", "draft_length", "draft_init", "guidance_scale", "temperature", "top_k", "top_p",
             "paper_first_row", "height", "width", "negative_prompt")
 # Setting / argument names whose flag is not --name-with-dashes.
-FLAGS = {"vq_path": "--llamagen-vq", "t5_path": "--t5", "class_labels": "--class-label", "vqgan": "--vqgan",
-         "torch_dtype": "--dtype", "num_images_per_prompt": "--num-images"}
+FLAGS = {"vq_path": "--vq", "t5_path": "--t5", "class_labels": "--class-label", "vqgan": "--vqgan",
+         "torch_dtype": "--dtype", "dtype": "--dtype", "num_images_per_prompt": "--num-images",
+         "gpt_path": "--model", "output": "-o/--output"}
 
 
 def flag(name: str) -> str:
@@ -21,20 +25,51 @@ def flag(name: str) -> str:
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
+# -- argument types: a bad number is refused by argparse, before anything loads --------------------------
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _whole(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
+positive_int = _whole(1)
+nonnegative_int = _whole(0)
+
+
 def model_args(p) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="a ZipAR pipeline folder (save_pretrained), a Janus-Pro / Emu3-Gen / Lumina-mGPT "
-                                   "folder or hub id (as published, or transformers' layout), or a folder of "
-                                   "LlamaGen checkpoint files")
-    g.add_argument("--llamagen-gpt", help="LlamaGen GPT checkpoint file (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...)")
-    g.add_argument("--llamagen-vq", help="LlamaGen VQ checkpoint file (vq_ds16_c2i.pt / vq_ds16_t2i.pt)")
+    g.add_argument("--model", help="'demo' (the embedded demo model), a ZipAR pipeline folder (save_pretrained), a "
+                                   "Janus-Pro / Emu3-Gen / Lumina-mGPT folder (as published, or transformers' layout) or hub id (owner/name), a "
+                                   "folder of LlamaGen checkpoint files, or a LlamaGen GPT checkpoint file")
+    g.add_argument("--vq", "--llamagen-vq", dest="vq",
+                   help="LlamaGen VQ tokenizer file (vq_ds16_c2i.pt), when it is not the one beside the GPT file")
+    g.add_argument("--llamagen-gpt", help=argparse.SUPPRESS)  # the old spelling of --model GPT_FILE
     g.add_argument("--t5", help="FLAN-T5-XL folder (text-to-image LlamaGen)")
-    g.add_argument("--image-size", type=int, help="LlamaGen training size, when the GPT file name does not say")
-    g.add_argument("--n-head", type=int, help="LlamaGen heads, for a GPT file that matches no preset")
+    g.add_argument("--image-size", type=positive_int, help="LlamaGen training size, when the GPT file name does not say")
+    g.add_argument("--n-head", type=positive_int, help="LlamaGen heads, for a GPT file that matches no preset")
     g.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT), if not in the model folder")
     g.add_argument("--vision-tokenizer", help="Emu3-VisionTokenizer folder or hub id (BAAI's Emu3-Gen layout), if "
                                               "neither inside nor beside the model folder")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights' dtype; auto: the checkpoint's (LlamaGen files and the demo model: float32)")
     g.add_argument("--device", help="default: cuda:$LOCAL_RANK when CUDA is available, else cpu")
 
 
@@ -42,17 +77,17 @@ def setting_args(p) -> None:
     g = p.add_argument_group("decoding (default: the pipeline's config, then the model family's own defaults)")
     g.add_argument("--mode", choices=MODES, help="ntp, fixed (ZipAR), adaptive (ZipAR, speculative row starts), sjd "
                                                 "(speculative Jacobi drafts, raster), zipar_sjd (ZipAR rows with drafts)")
-    g.add_argument("--window", type=int, help="ZipAR window s (adaptive: the minimum window)")
-    g.add_argument("--draft-length", type=int, help="sjd / zipar_sjd: draft tokens per chain")
+    g.add_argument("--window", type=positive_int, help="ZipAR window s (adaptive: the minimum window)")
+    g.add_argument("--draft-length", type=positive_int, help="sjd / zipar_sjd: draft tokens per chain")
     g.add_argument("--draft-init", choices=DRAFT_INITS, help="sjd / zipar_sjd: new drafts start random or spatial")
-    g.add_argument("--cfg", "--guidance-scale", dest="guidance_scale", type=float)
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
+    g.add_argument("--cfg", "--guidance-scale", dest="guidance_scale", type=finite_float)
+    g.add_argument("--temperature", type=finite_float)
+    g.add_argument("--top-k", type=nonnegative_int)
+    g.add_argument("--top-p", type=finite_float)
     g.add_argument("--paper-first-row", action="store_true", default=None,
                    help="decode row 0 fully first (the authors' code; the paper's step counts)")
-    g.add_argument("--height", type=int)
-    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=positive_int)
+    g.add_argument("--width", type=positive_int)
     g.add_argument("--negative-prompt")
     g = p.add_argument_group("speed (same images, not part of a sample set's settings)")
     g.add_argument("--compile", action="store_true", help="torch.compile the decoding steps")
@@ -77,71 +112,34 @@ def device_of(args) -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
 
 
-def model_name(args) -> str:
-    return args.model or os.path.basename(args.llamagen_gpt or "")
-
-
-def load_pipeline(args, device: str):
-    """The pipeline the model arguments name, on ``device``, with its progress bar off."""
-    import torch
-
-    from ..pipelines import ZipARPipeline
-
-    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
-    if args.llamagen_gpt or args.llamagen_vq:
-        if not (args.llamagen_gpt and args.llamagen_vq):
-            raise ValueError("LlamaGen needs both --llamagen-gpt and --llamagen-vq")
-        pipe = ZipARPipeline.from_llamagen_checkpoints(args.llamagen_gpt, args.llamagen_vq, args.t5,
-                                                       image_size=args.image_size, n_head=args.n_head, dtype=dtype,
-                                                       device=device)
-    elif args.model:
-        kw = {"dtype": dtype} if dtype is not None else {}
-        if not os.path.isfile(os.path.join(args.model, "model_index.json")) and os.path.isdir(args.model):
-            # an original release folder: transformers (Janus-Pro, Emu3-Gen, Lumina-mGPT) or LlamaGen files
-            extra = {"vqgan": args.vqgan, "image_size": args.image_size, "n_head": args.n_head, "t5_path": args.t5,
-                     "vision_tokenizer": getattr(args, "vision_tokenizer", None)}
-            kw.update(device=device, **{k: v for k, v in extra.items() if v is not None})
-        pipe = ZipARPipeline.from_pretrained(args.model, **kw)
-    else:
-        raise ValueError("give --model (a folder or hub id) or --llamagen-gpt and --llamagen-vq")
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def generators(device: str, seeds) -> list:
     import torch
 
     return [torch.Generator(torch.device(device).type).manual_seed(s) for s in seeds]
 
 
-def save_png(image, path: str, meta: dict) -> None:
-    """Write atomically (a temporary name, then a rename): a killed process never leaves a half image."""
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text("zipar", json.dumps(meta, sort_keys=True))
-    if meta.get("prompt"):
-        info.add_text("prompt", meta["prompt"])
-    tmp = f"{os.path.dirname(path) or '.'}/.{os.path.basename(path)}.{os.getpid()}.tmp"
-    image.save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+def layout_matters(dtype: str, device_type: str) -> bool:
+    """Whether an image's tokens may depend on the batch it is decoded in. Exact batch invariance is tested
+    in float32 / float64 on CPU (docs/design.md rule 4); in reduced precision, or on a GPU (whose kernels are
+    chosen by the batch's shape), a row can round differently in another batch, so the batch an image was made
+    in is part of what made it."""
+    return not (dtype in ("float32", "float64") and device_type == "cpu")
 
 
-def png_meta(args, out, b: int, seed: int, condition: dict) -> dict:
+def versions() -> dict:
+    """Library versions that can change numerics (recorded; a difference is a warning, not a refusal)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from .. import __version__
 
-    stats = out.stats
-    return {"zipar": __version__, "model": model_name(args), **condition, "seed": seed, **out.settings,
-            "passes": stats.passes, "tokens": stats.tokens, "sample_passes": stats.sample_passes[b]}
-
-
-def fail_clearly(fn):
-    def wrapped(args):
+    out = {"zipar": __version__}
+    for name in ("torch", "transformers", "diffusers"):
         try:
-            return fn(args)
-        except FileNotFoundError as e:  # the CLI reports ValueErrors without a traceback
-            raise ValueError(str(e)) from e
-    return wrapped
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)

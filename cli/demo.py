@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import time
 
+from .common import finite_float, positive_int
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="NTP vs ZipAR on the embedded demo model: passes, seconds, images side by side")
-    p.add_argument("--windows", type=int, nargs="+", default=[4, 2], help="ZipAR fixed windows to run")
-    p.add_argument("--adaptive", type=int, nargs="*", default=[3], help="adaptive minimum windows to run")
-    p.add_argument("--sjd", type=int, nargs="*", default=[8], help="sjd draft lengths to run")
-    p.add_argument("--zipar-sjd", type=int, nargs="*", default=[4], help="zipar_sjd windows to run")
-    p.add_argument("--draft-length", type=int, default=None, help="zipar_sjd drafts per row (default: the model's)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's (2.0 for the demo model)")
-    p.add_argument("--batch-size", type=int, default=10,
+    p.add_argument("--windows", type=positive_int, nargs="+", default=[4, 2], help="ZipAR fixed windows to run")
+    p.add_argument("--adaptive", type=positive_int, nargs="*", default=[3], help="adaptive minimum windows to run")
+    p.add_argument("--sjd", type=positive_int, nargs="*", default=[8], help="sjd draft lengths to run")
+    p.add_argument("--zipar-sjd", type=positive_int, nargs="*", default=[4], help="zipar_sjd windows to run")
+    p.add_argument("--draft-length", type=positive_int, default=None,
+                   help="zipar_sjd drafts per row (default: the model's)")
+    p.add_argument("--guidance-scale", type=finite_float, default=None, help="default: the model's (2.0 for the demo model)")
+    p.add_argument("--batch-size", type=positive_int, default=10,
                    help="images per mode (demo model: classes 0..9 in turn, one generate() call)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -27,7 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", default=None,
                    help="with --random: 'tiny' (dim 256, 4 layers; the default) or a LlamaGen size: GPT-B, GPT-L, "
                         "GPT-XL, GPT-XXL, GPT-3B (implies --random)")
-    p.add_argument("--grid", type=int, default=16, help="with --random: tokens per side")
+    p.add_argument("--grid", type=positive_int, default=16, help="with --random: tokens per side")
     p.set_defaults(func=run)
 
 

@@ -41,6 +41,7 @@ import time
 import numpy as np
 import torch
 
+from ..cli.outputs import writable_file, write_json
 from ..zipar_core import ZipARConfig, generate
 from . import GUIDANCE_SCALE, load_demo_model
 from .bootstrap import RESAMPLES, Bootstrap, strip
@@ -258,6 +259,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = parser().parse_args(argv)
+    outputs = {"--json": args.json, "--table": args.table, "--plot": args.plot, "--ntp-grid": args.ntp_grid,
+               "--samples-png": args.samples_png, "--features": args.features}
+    for flag, path in outputs.items():  # the folders exist and are writable before the run, not after it
+        if path:
+            try:
+                writable_file(path, flag)
+            except ValueError as e:
+                parser().error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)  # a command-line process: inference only
@@ -347,8 +356,7 @@ def finish(rows, per_image, real_feats, real_labels, meta, images_of, args) -> d
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     result = {"meta": meta, "rows": clean, "comparison": comparison}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     if args.table:
         with open(args.table, "w") as f:
             f.write(text + "\n")

@@ -11,8 +11,10 @@ import os
 
 import torch
 
+from ..zipar_core.model_files import is_hub_id
 from ..zipar_core.models import registry
 from .components import wrap
+from .hub import check_hub_id, hub_errors
 
 # the constructor arguments that are components; every other one is a ZipAR setting kept in the config
 COMPONENTS = ("transformer", "vqvae", "text_encoder", "tokenizer")
@@ -42,9 +44,13 @@ class PipelineLoadingMixin:
                 check_pipeline_folder(path)
                 return super().from_pretrained(path, **kwargs)
             return cls.from_original(path, **kwargs)  # transformers config.json, or LlamaGen checkpoint files
-        if _hub_has_model_index(path, kwargs):
-            return super().from_pretrained(path, **kwargs)
-        return cls.from_original(path, **kwargs)
+        if not is_hub_id(path):
+            raise FileNotFoundError(f"no model at {path}: there is no such file or folder (a hub id would read "
+                                    "owner/name)")
+        with hub_errors(path):
+            if _hub_has_model_index(path, kwargs):
+                return super().from_pretrained(path, **kwargs)
+            return cls.from_original(path, **kwargs)
 
     @classmethod
     def from_original(cls, path_or_id: str, *, torch_dtype=None, dtype=None, device=None, **options):
@@ -112,12 +118,15 @@ def setting_names(cls) -> set[str]:
 def _hub_has_model_index(repo_id: str, kwargs: dict) -> bool:
     """Whether a hub repo is a diffusers-format ZipAR pipeline (else it is an original transformers model)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    check_hub_id(repo_id)  # no network and not cached: fail now rather than after a minute of retries
     try:
         hf_hub_download(repo_id, "model_index.json", revision=kwargs.get("revision"),
                         cache_dir=kwargs.get("cache_dir"), token=kwargs.get("token"))
         return True
+    except LocalEntryNotFoundError:  # offline and not cached: maybe cached as an original model; let it try
+        return False
     except EntryNotFoundError:
         return False
 

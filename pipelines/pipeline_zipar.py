@@ -40,12 +40,9 @@ from ..zipar_core.schedule import expected_passes
 from .components import ChameleonVQGANModel, LlamaGenGPTModel, LlamaGenVQModel, unwrap  # noqa: F401
 from .loading import PipelineLoadingMixin
 from .pipeline_output import ZipARPipelineOutput
+from .settings import OUTPUT_TYPES, SETTINGS, check_output, check_request, resolve_settings, settings_record  # noqa: F401
 
 logger = logging.get_logger(__name__)
-
-OUTPUT_TYPES = ("pil", "np", "pt", "codes", "latent")
-SETTINGS = ("mode", "window", "draft_length", "draft_init", "paper_first_row", "guidance_scale", "guidance_interval",
-            "temperature", "top_k", "top_p")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -81,8 +78,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         tokenizer: the text tokenizer (T5's for LlamaGen t2i, the model's own for the others).
         family: a registry family ("llamagen", "janus", "emu3", "lumina"); None reads it off the transformer.
         mode, window, draft_length, draft_init, paper_first_row, guidance_scale, guidance_interval, temperature, top_k,
-            top_p: default ZipAR
-            settings of this pipeline (None: the family's registry defaults); every call can override them.
+            top_p: default ZipAR settings of this pipeline (None: the family's registry defaults); every call can
+            override them.
         target_size: Lumina-mGPT's training size (512 / 768 / 1024), which fixes the sizes it can make.
     """
 
@@ -126,13 +123,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
     def check_inputs(self, adapter, prompt, class_labels, negative_prompt, height, width, num_images_per_prompt,
                      output_type, generator, callback_on_step_end_tensor_inputs, conditioning) -> Request | None:
         """Every argument checked before any model work; returns the checked request (None when a precomputed
-        ``conditioning`` is given). Prompts, labels, negatives and sizes are checked by the adapter."""
-        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) \
-                or num_images_per_prompt < 1:
-            raise SettingError("num_images_per_prompt",
-                               f"{{name}} must be a whole number >= 1, got {num_images_per_prompt!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise SettingError("output_type", f"{{name}} must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        ``conditioning`` is given). Prompts, labels, negatives and sizes are checked by the adapter
+        (``settings.check_request``, which the command line also runs before the weights load)."""
         bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if bad:
             raise SettingError("callback_on_step_end_tensor_inputs",
@@ -140,15 +132,12 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         if conditioning is not None:
             if prompt is not None or class_labels is not None or negative_prompt is not None:
                 raise SettingError("conditioning", "give either {name} or prompt / class_labels / negative_prompt")
+            check_output(adapter, num_images_per_prompt, output_type, family=self.family)
             request, total = None, conditioning.batch_size
         else:
-            request = adapter.check(prompt=prompt, class_labels=class_labels, negative_prompt=negative_prompt,
-                                    height=height, width=width).repeat(num_images_per_prompt)
+            request = check_request(adapter, prompt, class_labels, negative_prompt, height, width,
+                                    num_images_per_prompt, output_type, family=self.family)
             total = request.batch_size
-        missing = adapter.missing_decoder() if output_type not in ("codes", "latent") else None
-        if missing:
-            raise SettingError("vqgan" if self.family == "lumina" else "vq_path",
-                               missing + "; or ask for output_type='codes'")
         if isinstance(generator, (list, tuple)) and len(generator) != total:
             raise SettingError("generator", f"got {len(generator)} generators for {total} images; pass one per image "
                                             "or a single one")
@@ -161,10 +150,27 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
 
     def resolve_settings(self, adapter, cols: int, **call) -> ZipARConfig:
         """Per-call value, else the pipeline config's, else the family's registry default."""
-        chosen = {k: call.get(k) if call.get(k) is not None else self.config.get(k) for k in SETTINGS}
-        config = ZipARConfig(**registry.resolve(adapter, cols, **chosen))
-        config.window_for(cols)  # an explicit window wider than the grid is an error, with the fix in it
-        return config
+        return resolve_settings(adapter, cols, {k: self.config.get(k) for k in SETTINGS}, **call)
+
+    def check_call(self, prompt=None, class_labels=None, negative_prompt=None, height: int | None = None,
+                   width: int | None = None, num_images_per_prompt: int = 1, output_type: str = "pil",
+                   **settings) -> dict:
+        """What a call with these arguments would decode, checked as ``__call__`` checks it, without model
+        work: the settings record ``out.settings`` will hold (every resolved decoding setting, family, grid,
+        size). ``settings``: ``mode``, ``window``, ... as ``__call__`` takes them."""
+        adapter = self.build_adapter()
+        request = check_request(adapter, prompt, class_labels, negative_prompt, height, width, num_images_per_prompt,
+                                output_type, family=self.family)
+        config = self.resolve_settings(adapter, request.cols, **settings)
+        return settings_record(adapter, config, request.rows, request.cols)
+
+    def decode_codes(self, codes: torch.Tensor, output_type: str = "pil", adapter=None):
+        """VQ code grids (batch, rows, cols) -> images in ``output_type`` ("pil", "np", "pt"): what ``__call__``
+        does last. Convolution kernels may round a pixel differently in another batch (by 1/255 at most here),
+        so code that needs an image independent of its batch decodes it alone."""
+        adapter = adapter or self.build_adapter()
+        self._onload("vqvae" if self.vqvae is not None else "transformer")
+        return self.image_processor.postprocess(adapter.decode(codes).float(), output_type=output_type)
 
     def encode_prompt(self, prompt=None, class_labels=None, negative_prompt=None, num_images_per_prompt: int = 1,
                       height: int | None = None, width: int | None = None, guidance_scale: float | None = None):
@@ -318,17 +324,11 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
                               cancel=lambda: self._interrupt, compile=compile, cuda_graphs=cuda_graphs)
 
         # 4. Decode the codes to pixels
-        if output_type in ("codes", "latent"):
-            images = result.codes
-        else:
-            self._onload("vqvae" if self.vqvae is not None else "transformer")
-            images = self.image_processor.postprocess(adapter.decode(result.codes).float(), output_type=output_type)
+        images = result.codes if output_type in ("codes", "latent") else \
+            self.decode_codes(result.codes, output_type, adapter=adapter)
         self.maybe_free_model_hooks()
 
-        layout = cond.layout
-        settings = {**config.to_dict(), "family": self.family, "rows": layout.rows, "cols": layout.cols,
-                    "height": cond.extras.get("height", layout.rows * adapter.downsample),
-                    "width": cond.extras.get("width", layout.cols * adapter.downsample)}
+        settings = settings_record(adapter, config, cond.layout.rows, cond.layout.cols)
         if not return_dict:
             return images, result.codes, result.stats, settings
         return ZipARPipelineOutput(images=images, codes=result.codes, stats=result.stats, settings=settings)

@@ -4,12 +4,11 @@ Sharding is tested with two real processes that carry the environment ``accelera
 WORLD_SIZE, LOCAL_RANK, ...), forked from this one so they start without re-importing torch and diffusers;
 resuming with a process that is SIGKILLed part-way through the set.
 """
-import functools
 import json
 import multiprocessing
-import operator
 import os
 import signal
+import socket
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ from helpers import gen, quiet, tiny_llamagen
 from PIL import Image
 from zipar import ZipARPipeline
 from zipar.cli import main
-from zipar.cli.sample import image_path, parse_classes, shard
+from zipar.cli.sample import batches, image_path, parse_classes, share_order
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter
 
 CLASSES = "0-4"  # 5 classes x 2 images = 10 images of 64 x 64
@@ -59,9 +58,13 @@ def test_generate_writes_pngs_with_settings_in_metadata(model_dir, pipe, tmp_pat
     for b, f in enumerate(files):
         image = Image.open(f)
         meta = json.loads(image.text["zipar"])
-        assert meta["class_label"] == 3 and meta["seed"] == 7 + b and meta["model"] == model_dir
-        assert (meta["mode"], meta["window"], meta["guidance_scale"], meta["top_k"]) == ("fixed", 2, 1.5, 20)
-        assert meta["family"] == "llamagen" and meta["passes"] == 3 * 2 + 4 and meta["height"] == 64
+        assert meta["condition"] == {"class_label": 3} and meta["seed"] == 7 + b
+        assert meta["model"]["source"] == model_dir and meta["dtype"] == "float32" and meta["device_type"] == "cpu"
+        s = meta["settings"]
+        assert (s["mode"], s["window"], s["guidance_scale"], s["top_k"]) == ("fixed", 2, 1.5, 20)
+        assert s["family"] == "llamagen" and meta["stats"]["passes"] == 3 * 2 + 4 and s["height"] == 64
+        assert meta["batch"] == {"size": 2, "slot": b, "conditions": [3, 3], "seeds": [7, 8]}
+        assert set(meta["versions"]) == {"zipar", "torch", "transformers", "diffusers"}
         assert_same_image(image.convert("RGB"), reference(pipe, 3, 7 + b))
 
 
@@ -70,7 +73,8 @@ def test_generate_jacobi_flags(model_dir, pipe, tmp_path):
     assert main(["generate", "--model", model_dir, "--class-label", "3", "--seed", "7", "-o", str(out), "--device",
                  "cpu", "--mode", "sjd", "--draft-length", "3", "--draft-init", "random"]) == 0
     meta = json.loads(Image.open(out).text["zipar"])
-    assert (meta["mode"], meta["draft_length"], meta["draft_init"]) == ("sjd", 3, "random")
+    settings = meta["settings"]
+    assert (settings["mode"], settings["draft_length"], settings["draft_init"]) == ("sjd", 3, "random")
     ref = pipe(class_labels=[3], generator=gen(7), mode="sjd", draft_length=3, draft_init="random", output_type="pil")
     assert_same_image(Image.open(out).convert("RGB"), ref.images[0])
 
@@ -81,7 +85,7 @@ def test_generate_speed_options_give_the_same_image(model_dir, pipe, tmp_path, e
                  "--device", "cpu", "--cuda-graphs", *SETTINGS]) == 0
     assert emulated_cuda_graphs  # the option reached the sampler (graphs emulated on CPU)
     meta = json.loads(Image.open(out).text["zipar"])
-    assert "cuda_graphs" not in meta and "compile" not in meta  # speed options are not image settings
+    assert "cuda_graphs" not in meta["settings"] and "compile" not in meta["settings"]  # speed only
     assert_same_image(Image.open(out).convert("RGB"), reference(pipe, 3, 7))
 
 
@@ -93,12 +97,13 @@ def test_generate_bad_input_is_a_clear_error(model_dir, tmp_path, capsys):
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_class_specs_and_shards():
+def test_class_specs_batches_and_shares():
     assert parse_classes("0-3,7") == [0, 1, 2, 3, 7]
     with pytest.raises(ValueError, match="'0-x'"):
         parse_classes("0-x")
-    shares = [shard(range(11), r, 3) for r in range(3)]
-    assert sorted(functools.reduce(operator.iadd, shares, [])) == list(range(11)) and shares[1] == [1, 4, 7, 10]
+    assert batches(5, 2) == [[0, 1], [2, 3], [4]]
+    orders = [share_order(5, r, 2) for r in range(2)]
+    assert orders == [[0, 2, 4, 1, 3], [1, 3, 0, 2, 4]]  # its own share first, then the others (never idle)
 
 
 def _rank_process(argv, rank, world):
@@ -120,27 +125,50 @@ def _logged(out):
             for f in sorted(out.glob("log-rank*.jsonl"))}
 
 
-def test_sample_two_processes_write_every_index_exactly_once(model_dir, pipe, tmp_path):
+def _run_processes(argvs_ranks, world):
     ctx = multiprocessing.get_context("fork")
-    argv = _sample_argv(model_dir, tmp_path, batch=2)
-    procs = [ctx.Process(target=_rank_process, args=(argv, r, 2)) for r in range(2)]
+    procs = [ctx.Process(target=_rank_process, args=(argv, r, world)) for argv, r in argvs_ranks]
     for p in procs:
         p.start()
     for p in procs:
         p.join(300)
         assert p.exitcode == 0
+
+
+def _writes(out):
+    """How many times each index was written, from the logs of every process."""
+    counts = {}
+    for f in out.glob("log-rank*.jsonl"):
+        for line in f.read_text().splitlines():
+            for i in json.loads(line)["indices"]:
+                counts[i] = counts.get(i, 0) + 1
+    return counts
+
+
+def test_sample_two_ranks_write_every_index_exactly_once(model_dir, pipe, tmp_path):
+    argv = _sample_argv(model_dir, tmp_path, batch=2)
+    _run_processes([(argv, 0), (argv, 1)], world=2)
     logs = _logged(tmp_path)
-    assert set(logs) == {"log-rank0-of-2.jsonl", "log-rank1-of-2.jsonl"}
-    assert logs["log-rank0-of-2.jsonl"] == [0, 2, 4, 6, 8] and logs["log-rank1-of-2.jsonl"] == [1, 3, 5, 7, 9]
-    assert sorted(i for v in logs.values() for i in v) == list(range(10))  # no duplicates, no gaps
+    assert set(logs) <= {"log-rank0-of-2.jsonl", "log-rank1-of-2.jsonl"}
+    assert _writes(tmp_path) == {i: 1 for i in range(10)}  # no duplicates, no gaps
     arr = np.load(tmp_path / "samples.npz")["arr_0"]
     assert arr.shape == (10, 64, 64, 3) and arr.dtype == np.uint8
     for i in range(10):
         np.testing.assert_array_equal(arr[i], np.asarray(Image.open(image_path(str(tmp_path), i)).convert("RGB")))
         assert json.loads(Image.open(image_path(str(tmp_path), i)).text["zipar"])["index"] == i
-    assert not list(tmp_path.glob(".*tmp"))
+    assert not list(tmp_path.glob(".*tmp")) and not (tmp_path / ".claims").exists()
     # a finished set: running again makes nothing
     assert main(argv) == 0 and _logged(tmp_path) == logs
+
+
+def test_two_samplers_started_on_one_folder_share_the_work(model_dir, tmp_path):
+    """Two runs of the same command (no ranks: each believes it is alone) make each image exactly once."""
+    argv = _sample_argv(model_dir, tmp_path, batch=1)
+    _run_processes([(argv, 0), (argv, 0)], world=1)
+    assert _writes(tmp_path) == {i: 1 for i in range(10)}
+    pids = {json.loads(line)["pid"] for line in (tmp_path / "log-rank0-of-1.jsonl").read_text().splitlines()}
+    assert len(pids) == 2  # both worked
+    assert np.load(tmp_path / "samples.npz")["arr_0"].shape == (10, 64, 64, 3)
 
 
 def test_sample_killed_and_restarted_completes_the_set(model_dir, pipe, tmp_path):
@@ -155,12 +183,14 @@ def test_sample_killed_and_restarted_completes_the_set(model_dir, pipe, tmp_path
     proc.join()
     first = sorted(int(f.stem) for f in tmp_path.glob("0*.png"))
     assert len(first) >= 3
-    (tmp_path / ".000009.png.12345.tmp").write_bytes(b"half an image")  # what a kill mid-write leaves
+    dead = f".000009.png.{socket.gethostname()}.{proc.pid}.x1y2.tmp"
+    (tmp_path / dead).write_bytes(b"half an image")  # what a kill mid-write leaves
     if len(first) < 10:
         assert not (tmp_path / "samples.npz").exists()
     assert main(argv) == 0
     second = [i for i in _logged(tmp_path)["log-rank0-of-1.jsonl"] if i not in first]
     assert sorted(first + second) == list(range(10))  # the restart made exactly the missing ones
+    assert not (tmp_path / dead).exists() and not (tmp_path / ".claims").exists()  # the dead run's leftovers
     arr = np.load(tmp_path / "samples.npz")["arr_0"]
     assert arr.shape == (10, 64, 64, 3)
     for i in (0, 5, 9):  # image i is class i // 2 with seed 100 + i, however the run was split
@@ -173,7 +203,7 @@ def test_sample_refuses_to_mix_two_sets(model_dir, tmp_path, capsys):
     capsys.readouterr()
     changed = [a if a != "100" else "101" for a in argv]
     assert main(changed) == 2
-    assert "holds a different sample set (differs in seed)" in capsys.readouterr().err
+    assert "seed: 100 in the folder, 101 now" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.environ.get("ZIPAR_SLOW_TESTS"), reason="starts real accelerate processes (~20 s); set "

@@ -144,8 +144,29 @@ def test_truncated_files_raise_checkpoint_error(tmp_path):
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "c2i_B_256.pt"
     torch.save({"model": tiny_gpt("c2i").state_dict(), "extra": NotAllowed()}, path)
-    with pytest.raises(CheckpointError, match="other than tensors"):
+    with pytest.raises(CheckpointError, match="holds code .*NotAllowed.* refused"):
         load_state_dict(path)
+
+
+class RunsCode:
+    """What a malicious checkpoint carries: unpickling it would call os.system."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+def test_a_zip_pickle_that_would_run_code_is_refused_as_code_not_as_corrupt(tmp_path):
+    path = tmp_path / "c2i_B_256.pt"
+    torch.save({"model": tiny_gpt("c2i").state_dict(), "x": RunsCode()}, path)  # torch's zip format
+    assert path.read_bytes()[:2] == b"PK"
+    for read in (load_state_dict, lambda p: load_state_dict(p, mmap=True)):
+        with pytest.raises(CheckpointError) as err:
+            read(path)
+        msg = str(err.value)
+        assert "holds code (posix.system" in msg or "holds code (os.system" in msg or "holds code (nt.system" in msg
+        assert "refused" in msg and "corrupt" not in msg and "re-download" not in msg
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path):

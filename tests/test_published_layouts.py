@@ -282,7 +282,7 @@ def test_pickles_that_need_more_than_weights_only_are_refused_with_a_one_time_co
     data = torch.load(ckpt, weights_only=True)
     data["callbacks"] = NotATensor()  # e.g. a training framework's object next to the weights
     torch.save(data, ckpt)
-    with pytest.raises(CheckpointError, match=r"holds Python objects.*convert it once.*vqgan\.safetensors") as info:
+    with pytest.raises(CheckpointError, match=r"holds code.*convert it once.*vqgan\.safetensors") as info:
         load_model(folder, device="cpu")
     command = re.search(r'python -c "(.*)"', str(info.value)).group(1)
     exec(command, {"__name__": "convert_once", "NotATensor": NotATensor})  # what the user runs, trusting the file

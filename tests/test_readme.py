@@ -26,6 +26,14 @@ def test_step_tables_match_the_code():
     assert block.group(1) == expected_block(), "run: python tests/test_readme.py to regenerate the tables"
 
 
+def test_the_step_tables_name_the_commands_that_make_them():
+    """`zipar steps` alone does not print the README's tables: the README gives each table's flags."""
+    text = " ".join(README.read_text().split())
+    for rows, cols, eol, windows in TABLES:
+        command = f"zipar steps --rows {rows} --cols {cols}{' --eol' if eol else ''} --windows {' '.join(map(str, windows))}"
+        assert command in text, command
+
+
 if __name__ == "__main__":  # regenerate
     text = README.read_text()
     text = re.sub(r"<!-- steps:begin -->\n.*?<!-- steps:end -->",

@@ -107,7 +107,7 @@ def test_cli_defaults_are_the_registry_s(family, tmp_path):
     assert main(["generate", "--model", str(tmp_path / "model"), *cond, *size, "--device", "cpu", "-o",
                  str(tmp_path / "x.png")]) == 0
     meta = json.loads(Image.open(tmp_path / "x.png").text["zipar"])
-    assert {k: meta[k] for k in SETTINGS} == expected(adapter, meta["cols"])
+    assert {k: meta["settings"][k] for k in SETTINGS} == expected(adapter, meta["settings"]["cols"])
 
 
 def _workflow_sampler_settings(path):

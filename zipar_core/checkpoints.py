@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -43,8 +44,11 @@ def _redownload_hint(path: str) -> str:
     return f"re-download it (or check the path {path!r} points at the finished file)"
 
 
-def load_file(path: str | os.PathLike) -> object:
-    """Read a ``.pt``/``.pth``/``.bin``/``.ckpt`` pickle (weights only) or a ``.safetensors`` file on CPU."""
+def load_file(path: str | os.PathLike, mmap: bool = False) -> object:
+    """Read a ``.pt``/``.pth``/``.bin``/``.ckpt`` pickle (weights only) or a ``.safetensors`` file on CPU.
+
+    ``mmap``: map a pickle's tensors instead of reading them (their shapes and keys cost no I/O; the same
+    weights-only unpickler runs), for looking at a checkpoint before loading it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -53,7 +57,7 @@ def load_file(path: str | os.PathLike) -> object:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): {_redownload_hint(path)}")
     if path.endswith(".safetensors"):
         return _load_safetensors(path, size)
-    return _load_pickle(path, size)
+    return _load_pickle(path, size, mmap)
 
 
 def _load_safetensors(path: str, size: int) -> dict:
@@ -67,7 +71,7 @@ def _load_safetensors(path: str, size: int) -> dict:
             f"corrupt: {_redownload_hint(path)}. Reader said: {e}") from e
 
 
-def _load_pickle(path: str, size: int) -> object:
+def _load_pickle(path: str, size: int, mmap: bool = False) -> object:
     not_a_checkpoint = _sniff(path)
     if not_a_checkpoint:
         raise CheckpointError(f"checkpoint {path} ({size} bytes) cannot be read: {not_a_checkpoint}; "
@@ -75,12 +79,14 @@ def _load_pickle(path: str, size: int) -> object:
     # argparse.Namespace: training scripts save their args next to the weights; it holds plain values.
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_zip(path))
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):  # a real pickle with objects we refuse to construct
+        found = _refused_global(str(e))
+        if found is not None:  # a real pickle with objects we refuse to construct
             raise CheckpointError(
-                f"checkpoint {path} holds Python objects other than tensors, so it is not loaded (loading "
-                f"it would allow it to run code). {convert_once_hint(path)} Reader said: {_reader_said(e)}") from e
+                f"checkpoint {path} holds code ({found}), not only tensors: it was refused and not loaded, "
+                f"because loading it would run that code. Use a checkpoint from a trusted source. "
+                f"{convert_once_hint(path)}") from e
         raise _corrupt(path, size, e) from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
         raise _corrupt(path, size, e) from e
@@ -100,6 +106,22 @@ def convert_once_hint(path: str) -> str:
             f".safetensors beside it instead): python -c \"import torch; from safetensors.torch import save_file; "
             f"sd = torch.load({path!r}, map_location='cpu', weights_only=False); sd = sd.get('state_dict', sd); "
             f"save_file({{k: v.contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}}, {twin!r})\".")
+
+
+def _is_zip(path: str) -> bool:
+    """torch.save's zip format (the only one torch.load can map)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _refused_global(text: str) -> str | None:
+    """The Python object a weights-only unpickler refused to build ("posix.system"), or None when the error
+    is not a refusal (then the file is broken). torch words it "Unsupported global: GLOBAL x" (2.4-2.5) or
+    "unsupported GLOBAL x whose module ... is blocked" (2.6 and later)."""
+    m = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
+    if m:
+        return m.group(1)
+    return "Python objects" if re.search(r"unsupported global", text, re.IGNORECASE) else None
 
 
 def _sniff(path: str) -> str | None:
@@ -157,9 +179,9 @@ def strip_prefixes(sd: dict[str, torch.Tensor], prefixes: Iterable[str] = KEY_PR
     return sd
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """load_file + unwrap_state_dict."""
-    return unwrap_state_dict(load_file(path), os.fspath(path))
+    return unwrap_state_dict(load_file(path, mmap), os.fspath(path))
 
 
 def _preview(keys: Iterable[str], limit: int = 5) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .cache import visibility_mask
-from .sampling import apply_guidance, probabilities, residual, sample_from
+from .sampling import apply_guidance, one_hot, probabilities, residual, sample_from
 from .schedule import DRAFT_TOKEN, EOL, HEAD, JacobiPass
 
 
@@ -128,8 +128,7 @@ class JacobiVerifier:
             q = torch.where((step.refresh >= 0)[..., None], prev.view(B, C, K, V), q)
         if self.cfg.draft_init == "spatial":
             above = self.codes.gather(1, step.above.clamp_min(0).flatten(1)).view(B, C, K)
-            one_hot = torch.nn.functional.one_hot(above.clamp_min(0), V).to(q.dtype)
-            q = torch.where(((step.refresh < 0) & (step.above >= 0))[..., None], one_hot, q)
+            q = torch.where(((step.refresh < 0) & (step.above >= 0))[..., None], one_hot(above.clamp(0, V - 1), V), q)
         self.q = q
         drafts = sample_from(q, u[..., :K])  # (B, C, K)
         valid = torch.arange(K, device=dev) < step.drafts[..., None]

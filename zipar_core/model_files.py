@@ -51,3 +51,13 @@ def config_model_type(folder: str) -> str | None:
 def is_part_folder(folder: str) -> bool:
     """A folder whose config.json says it is a part of a model (listed and loaded only with its model)."""
     return config_model_type(folder) in PART_MODEL_TYPES
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name``, which is not on disk, can only be a hub id ("owner/name"); a path that looks local
+    (absolute, ``./``, ``~``, several parts, or whose first part is a local folder) is a missing file instead."""
+    name = os.fspath(name)
+    if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") != 1 or os.sep != "/" and os.sep in name:
+        return False
+    owner, repo = name.split("/")
+    return bool(owner and repo) and not os.path.isdir(owner)

@@ -45,7 +45,7 @@ def probabilities(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     greedy decoding and the adaptive accept test share one code path."""
     logits = logits.float()
     if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+        return one_hot(logits.argmax(-1), logits.shape[-1])
     logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     return logits.softmax(dim=-1)
 
@@ -92,3 +92,10 @@ def residual(p_target: torch.Tensor, p_draft: torch.Tensor) -> torch.Tensor:
     res = (p_target - p_draft).clamp_min(0)
     mass = res.sum(-1, keepdim=True)
     return torch.where(mass > 1e-12, res / mass.clamp_min(1e-12), p_target)
+
+
+def one_hot(index: torch.Tensor, size: int) -> torch.Tensor:
+    """float32 one-hot of ``index`` over ``size`` entries; unlike F.one_hot it does not read the indices back
+    to check their range (a host sync)."""
+    out = torch.zeros((*index.shape, size), device=index.device)
+    return out.scatter_(-1, index[..., None], 1.0)

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from ..model_files import is_hub_id
 from . import registry
 
 
@@ -33,7 +34,7 @@ def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None
     path = os.fspath(path_or_id)
     if os.path.exists(path):
         family = registry.detect(path)
-    elif os.path.isabs(path) or path.startswith(".") or path.count("/") != 1:
+    elif not is_hub_id(path):
         raise FileNotFoundError(f"no model at {path}: give a model folder, a checkpoint file or a hub id "
                                 "(owner/name)")
     else:  # a hub id: its config.json (cached by huggingface_hub) says the family and the layout

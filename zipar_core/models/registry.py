@@ -81,7 +81,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                   # the embedded demo model: 16x16 tokens, window 4 (30% of NTP's passes)
                   "demo": Defaults(window=4, guidance_scale=2.0)},
         labels={"": "c2i B, L", "c2i-xl": "c2i XL, XXL, 3B", "t2i": "t2i", "demo": "the embedded demo model"},
-        sizes="multiples of 16 px up to the trained grid (c2i 256/384 px, t2i 256/512 px)",
+        sizes="multiples of 16 px, at most the trained number of tokens (c2i 256/384 px, t2i 256/512 px); a side "
+              "longer than the trained one is accepted with a warning",
         files="a GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt) with its VQ-16 tokenizer (vq_ds16_c2i.pt); "
               "text-to-image also the google/flan-t5-xl folder",
         tiny="tiny:tiny_llamagen", sources="LlamaGen README / sample_c2i_ddp.py, sample_t2i.py",

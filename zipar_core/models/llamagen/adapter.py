@@ -14,11 +14,12 @@ import torch
 from ...cache import SlotKVCache
 from ...errors import SettingError
 from ...layout import TokenLayout
-from ...model_files import llamagen_parts
 from ...protocol import AdapterBase, Conditioning, Request
 from .gpt import LlamaGenTransformer
-from .loading import find_llamagen_files, load_llamagen_gpt, load_llamagen_vq
+from .loading import find_llamagen_files, find_vq_beside, load_llamagen_gpt, load_llamagen_vq
 from .vq import VQModel
+
+_WARNED: set[tuple[int, int, int]] = set()  # grids already warned about (a side beyond the trained one)
 
 
 class LlamaGenAdapter(AdapterBase):
@@ -67,9 +68,7 @@ class LlamaGenAdapter(AdapterBase):
             gpt, vq, t5 = find_llamagen_files(path)
             path, vq_path, t5_path = gpt, vq_path or vq, t5_path or t5
         if vq_path is None:
-            folder = os.path.dirname(os.path.abspath(path))
-            beside = llamagen_parts(folder)[1]  # the VQ checkpoints beside the GPT file
-            vq_path = os.path.join(folder, beside[0]) if len(beside) == 1 else None
+            vq_path = find_vq_beside(path)  # the one VQ tokenizer beside the GPT file, by content
         if vq_path is None:
             raise SettingError("vq_path", f"no VQ tokenizer for {path}: give it with {{name}} or put one VQ "
                                           "checkpoint (e.g. vq_ds16_c2i.pt) beside it")
@@ -145,7 +144,9 @@ class LlamaGenAdapter(AdapterBase):
                                f"grid {rows}x{cols} tokens ({cols * f}x{rows * f} px, {rows * cols} tokens) is larger "
                                f"than the {trained} grid this LlamaGen model was trained on; use at most "
                                f"{cfg.block_size} tokens (change {{other:height}} / {{other:width}})")
-        if self.default_grid and (rows > self.default_grid[0] or cols > self.default_grid[1]):
+        if self.default_grid and (rows > self.default_grid[0] or cols > self.default_grid[1]) \
+                and (cfg.block_size, rows, cols) not in _WARNED:
+            _WARNED.add((cfg.block_size, rows, cols))  # once per process, however many checks see the grid
             warnings.warn(f"grid {rows}x{cols}: a side is longer than the trained {trained} grid; rotary "
                           f"positions beyond it were never seen in training", stacklevel=3)
         return rows, cols
@@ -157,8 +158,8 @@ class LlamaGenAdapter(AdapterBase):
 
     def missing_text_encoder(self) -> str | None:
         if self.t5 is None:
-            return ("text-to-image LlamaGen needs the FLAN-T5 encoder to read prompts: load it (t5_path=, the "
-                    "google/flan-t5-xl folder) or give T5 caption features to encode_captions()")
+            return ("text-to-image LlamaGen needs the FLAN-T5 encoder to read prompts: give the google/flan-t5-xl "
+                    "folder with {other:t5_path}, or T5 caption features to encode_captions()")
         return None
 
     def encode(self, request: Request, guidance_scale: float = 1.0) -> Conditioning:
@@ -290,9 +291,27 @@ def load_llamagen(gpt_path, vq_path, t5_path=None, *, preset: str | None = None,
                             dtype=dtype, device=device, **gpt_overrides)
     vq = load_llamagen_vq(vq_path, dtype=vq_dtype, device=device) if vq_path is not None else None
     t5 = None
-    if t5_path is not None:
+    if t5_path is not None and torch.device(device).type == "meta":
+        # the configuration only (device="meta"): prompts are checked against an encoder that exists, never encoded
+        if not os.path.isfile(os.path.join(os.fspath(t5_path), "config.json")):
+            raise FileNotFoundError(f"FLAN-T5 folder not found: {t5_path} (no config.json; a transformers folder of "
+                                    "google/flan-t5-xl, needed by text-to-image LlamaGen)")
+        t5 = _UnloadedT5(os.fspath(t5_path))
+    elif t5_path is not None:
         from .t5 import T5CaptionEncoder
 
         t5 = T5CaptionEncoder(t5_path, device=device, dtype=t5_dtype or dtype,
                               max_length=gpt.config.cls_token_num)
     return LlamaGenAdapter(gpt, vq, t5=t5)
+
+
+class _UnloadedT5:
+    """Where a configuration-only adapter's FLAN-T5 encoder would be: the folder, no weights."""
+
+    model = tokenizer = None
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def encode(self, prompts):
+        raise RuntimeError("this LlamaGen adapter was built on the meta device (configuration only): load it to encode")

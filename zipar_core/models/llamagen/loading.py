@@ -23,9 +23,10 @@ from ...checkpoints import (
     format_key_mismatch,
     format_shape_mismatch,
     load_state_dict,
+    strip_prefixes,
 )
 from ...errors import SettingError
-from ...model_files import llamagen_parts
+from ...model_files import is_checkpoint, is_vq_checkpoint, llamagen_parts
 from .gpt import PRESETS, LlamaGenConfig, LlamaGenTransformer
 from .vq import VQConfig, VQModel
 
@@ -175,9 +176,52 @@ def _load_strict(model: nn.Module, sd: dict, path: str, what: str) -> None:
     model.load_state_dict(sd, strict=True, assign=True)
 
 
-def _read(path) -> tuple[str, dict]:
+def _read(path, meta: bool = False) -> tuple[str, dict]:
     path = os.fspath(path)
-    return path, load_state_dict(path)
+    return path, read_shapes(path) if meta else load_state_dict(path)
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+
+
+def read_shapes(path) -> dict[str, torch.Tensor]:
+    """A checkpoint's keys, shapes and dtypes as meta tensors, without reading its weights: the safetensors
+    header, or a memory-mapped pickle (the same weights-only unpickler; no tensor data is read). What the
+    loaders infer a configuration from, so a configuration can be known, and a request checked, in seconds."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors") and os.path.isfile(path) and os.path.getsize(path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt") as f:
+                out = {}
+                for k in f.keys():  # noqa: SIM118  (a safe_open handle, not a dict)
+                    sl = f.get_slice(k)
+                    out[k] = torch.empty(sl.get_shape(), dtype=_SAFETENSORS_DTYPES.get(sl.get_dtype(), torch.float32),
+                                         device="meta")
+            return strip_prefixes(out)
+        except Exception:  # noqa: BLE001, S110  a broken header: the reader below says what is wrong with it
+            pass
+    sd = load_state_dict(path, mmap=True)
+    return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in sd.items()}
+
+
+def checkpoint_kind(path) -> str:
+    """What a checkpoint file holds, by content (its keys, not its name): "gpt" (a LlamaGen GPT), "vq" (a
+    LlamaGen VQ tokenizer), or a description of anything else ("a T5 text-encoder state dict", or why it
+    cannot be read)."""
+    try:
+        sd = read_shapes(path)
+    except (CheckpointError, OSError) as e:
+        return f"unreadable: {e}"
+    sd = {k: v for k, v in sd.items() if not _DERIVED_GPT_KEY.match(k)}
+    if is_gpt_state_dict(sd):
+        return "gpt"
+    if is_vq_state_dict(sd):
+        return "vq"
+    return describe_state_dict(sd)
 
 
 _METADATA_INTS = ("n_head", "image_size", "pixels_per_token")
@@ -212,8 +256,10 @@ def load_llamagen_gpt(path, preset: str | None = None, model_type: str | None = 
     """Official GPT checkpoint (``.pt`` with weights under "model", raw FSDP, or ``.safetensors``) -> model in eval.
 
     ``pixels_per_token``: side of one token in pixels (16 for VQ-16), used with ``image_size``; None: the
-    file's metadata, else 16."""
-    path, sd = _read(path)
+    file's metadata, else 16. ``device="meta"``: the model with its configuration and no weights (read from
+    the file's header in seconds, with the same checks), to check a request before loading."""
+    on_meta = torch.device(device).type == "meta"  # the configuration only: shapes read, no weights
+    path, sd = _read(path, on_meta)
     meta = _config_metadata(path)
     if image_size is None:
         image_size = meta.get("image_size")
@@ -237,8 +283,9 @@ def load_llamagen_gpt(path, preset: str | None = None, model_type: str | None = 
 
 def load_llamagen_vq(path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
                      **overrides) -> VQModel:
-    """Official VQ checkpoint (``vq_ds16_c2i.pt`` / ``vq_ds16_t2i.pt``) -> VQModel in eval."""
-    path, sd = _read(path)
+    """Official VQ checkpoint (``vq_ds16_c2i.pt`` / ``vq_ds16_t2i.pt``) -> VQModel in eval (``device="meta"``:
+    its configuration only, as for the GPT)."""
+    path, sd = _read(path, torch.device(device).type == "meta")
     if not is_vq_state_dict(sd):
         hint = " Give it as the GPT checkpoint instead." if is_gpt_state_dict(sd) else ""
         raise CheckpointError(f"{path} is not a LlamaGen VQ tokenizer checkpoint: this looks like "
@@ -248,17 +295,42 @@ def load_llamagen_vq(path, dtype: torch.dtype = torch.float32, device: torch.dev
         model = VQModel(cfg)
     # Training-only statistic: absent from some exports; fill it so the strict check stays meaningful.
     if cfg.codebook_show_usage and "quantize.codebook_used" not in sd:
-        sd["quantize.codebook_used"] = torch.zeros(model.quantize.codebook_used.shape)
+        sd["quantize.codebook_used"] = torch.zeros(model.quantize.codebook_used.shape,
+                                                   device=next(iter(sd.values())).device)
     _load_strict(model, sd, path, "LlamaGen VQ tokenizer")
     return model.to(device=device, dtype=dtype).eval()
 
 
 def find_llamagen_files(folder: str) -> tuple[str, str | None, str | None]:
-    """(gpt, vq, t5 folder) inside a LlamaGen model folder, chosen by name; errors list what was found."""
-    gpt, vq, t5 = llamagen_parts(folder)
+    """(gpt, vq, t5 folder) inside a LlamaGen model folder. The checkpoints are told apart by content (their
+    keys, read without loading the weights), not by name, so other files beside them (a reference state
+    dict, an optimizer) are passed over; errors list every checkpoint file with what it holds."""
+    names = sorted(n for n in os.listdir(folder) if is_checkpoint(n) and os.path.isfile(os.path.join(folder, n)))
+    kinds = {n: checkpoint_kind(os.path.join(folder, n)) for n in names}
+    for n, kind in kinds.items():  # a file that cannot be read is taken by its name, so loading says why it fails
+        if kind.startswith("unreadable"):
+            kinds[n] = "vq" if is_vq_checkpoint(n) else "gpt"
+    gpt = [n for n in names if kinds[n] == "gpt"]
+    vq = [n for n in names if kinds[n] == "vq"]
+    t5 = llamagen_parts(folder)[2]
     if len(gpt) != 1 or len(vq) > 1:
+        what = {"gpt": "a LlamaGen GPT", "vq": "a VQ tokenizer"}
+        found = "; ".join(f"{n}: {what.get(kinds[n], kinds[n])}" for n in names) or "found no checkpoint files"
         raise ValueError(
             f"{folder} is neither a transformers model folder (no config.json) nor a LlamaGen folder with one "
-            f"GPT checkpoint and one VQ checkpoint (name containing 'vq'): found {gpt + vq or 'no checkpoint files'}")
+            f"GPT checkpoint and at most one VQ tokenizer checkpoint ({found})")
     join = lambda names: os.path.join(folder, names[0]) if names else None  # noqa: E731
     return join(gpt), join(vq), join(t5)
+
+
+def find_vq_beside(gpt_path: str) -> str | None:
+    """The one VQ tokenizer checkpoint in the folder of a GPT file, by content; None if none or several."""
+    folder = os.path.dirname(os.path.abspath(gpt_path))
+    named = [os.path.join(folder, n) for n in llamagen_parts(folder)[1]]  # names containing "vq": look first
+    found = [p for p in named if checkpoint_kind(p) == "vq"]
+    if not found:
+        others = [os.path.join(folder, n) for n in sorted(os.listdir(folder))
+                  if is_checkpoint(n) and os.path.join(folder, n) not in named
+                  and os.path.abspath(os.path.join(folder, n)) != os.path.abspath(gpt_path)]
+        found = [p for p in others if os.path.isfile(p) and checkpoint_kind(p) == "vq"]
+    return found[0] if len(found) == 1 else None
