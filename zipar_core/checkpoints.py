@@ -258,7 +258,7 @@ def find_weight_files(folder: str, what: str = "model", published: str = "") -> 
     ``pytorch_model.bin(.index.json)``; a ``.bin`` with a ``.safetensors`` of the same name beside it is read as
     the safetensors. An index whose shards are not all there is refused here, naming the missing ones, before
     anything is read. ``what`` / ``published`` name the model and where it is downloaded, for messages."""
-    again = f"download it again{' from ' + published if published else ''}"
+    again = f"download the whole model folder again{' (for example ' + published + ')' if published else ''}"
     for index_name, single in WEIGHT_LAYOUTS:
         index = os.path.join(folder, index_name)
         if os.path.isfile(index):
