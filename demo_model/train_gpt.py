@@ -188,7 +188,8 @@ def export(ckpt: dict, out: str, which: str = "ema", dtype: str = "float32") -> 
     summary = {"steps_done": ckpt["step"], "steps_planned": a["steps"], "train_seconds": round(ckpt["train_seconds"], 1),
                "final_loss_ema": last.get("loss_ema"), "weights": which if ckpt.get("ema") is not None else "raw",
                "sittings": ckpt.get("sittings", 1)}
-    meta = {"what": "zipar demo c2i GPT (LlamaGen architecture)", "n_head": str(cfg["n_head"]),
+    meta = {"what": "zipar demo c2i GPT (LlamaGen architecture)", "variant": "demo",  # registry defaults
+            "n_head": str(cfg["n_head"]),
             "image_size": str(IMAGE_SIZE), "pixels_per_token": str(IMAGE_SIZE // side),
             "config": json.dumps(cfg), "train": json.dumps(a), "summary": json.dumps(summary),
             "final": json.dumps(last), "vq_sha256": ckpt.get("vq_sha256", "")}
