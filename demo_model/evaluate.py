@@ -59,7 +59,15 @@ MODE_LABELS = {
     "ntp": ("NTP (raster order)", None),
     "fixed": ("fixed window", "s"),
     "adaptive": ("adaptive minimum window", "s_min"),
+    "sjd": ("SJD (Jacobi drafts, raster order)", None),
+    "zipar_sjd": ("ZipAR rows with Jacobi drafts", "s"),
 }
+
+
+# A Jacobi-draft row against the row whose schedule it drafts for: sjd against ntp, zipar_sjd at window s
+# against fixed at window s (same sampling settings, same images' generators: paired).
+BASE_MODE = {"sjd": "ntp", "zipar_sjd": "fixed"}
+DRAFT_KEYS = ("draft_length", "draft_init")
 
 
 def family(kw: dict) -> str:
@@ -74,13 +82,17 @@ def family_label(fam: str) -> str:
 
 
 def row_name(kw: dict) -> str:
-    """'ntp', 'fixed s=4', 'adaptive s_min=3', 'fixed s=4 (paper first row)', 'sjd draft_length=4'."""
+    """'ntp', 'fixed s=4', 'adaptive s_min=3', 'fixed s=4 (paper first row)', 'sjd draft_length=4',
+    'zipar_sjd s=4 draft_length=8'."""
     mode = kw.get("mode", "fixed")
     _, window_name = MODE_LABELS.get(mode, (mode, "window"))
     parts = [mode]
     if mode != "ntp" and "window" in kw:
         parts.append(f"{window_name}={kw['window']}")
     defaults = ZipARConfig().to_dict()
+    if mode in BASE_MODE:  # the draft length names a Jacobi row even at its default
+        defaults.pop("draft_length")
+        kw = {"draft_length": ZipARConfig().draft_length, **kw}
     parts += [f"{k}={v}" for k, v in kw.items() if k not in ("mode", "window", "paper_first_row", *SAMPLING_KEYS)
               and defaults.get(k, object()) != v]
     name = " ".join(parts)
@@ -214,6 +226,40 @@ def compare_at_equal_passes(rows: list[dict], boot: Bootstrap, a: str = "adaptiv
     return out
 
 
+def base_config(kw: dict) -> dict | None:
+    """The configuration a Jacobi row is measured against (None for other rows)."""
+    if kw.get("mode") not in BASE_MODE:
+        return None
+    base = {k: v for k, v in kw.items() if k not in DRAFT_KEYS}
+    base["mode"] = BASE_MODE[kw["mode"]]
+    if base["mode"] == "ntp":
+        base.pop("window", None)
+    return base
+
+
+def compare_with_base(rows: list[dict], boot: Bootstrap) -> list[dict]:
+    """Each Jacobi row against its base row (``base_config``), paired: pass ratio and FD / accuracy
+    differences (a - b) with 95% intervals. Rows whose base was not run are left out."""
+    def key(kw):
+        kw = {k: v for k, v in kw.items() if k not in DRAFT_KEYS}
+        if kw.get("mode") == "ntp":
+            kw.pop("window", None)
+        return json.dumps(kw, sort_keys=True)
+
+    by_config = {key(r["config"]): r for r in rows if r.get("config") and r["kind"] not in BASE_MODE}
+    out = []
+    for r in rows:
+        base = base_config(r.get("config") or {})
+        b = by_config.get(key(base)) if base else None
+        if b is None:
+            continue
+        out.append({"a": r["name"], "passes_a": r["passes"], "b": b["name"], "passes_b": b["passes"],
+                    "pass_ratio": r["passes"] / b["passes"],
+                    "fd_diff": strip(boot.diff(r["_fd"], b["_fd"])),
+                    "accuracy_diff": strip(boot.diff(r["_acc"], b["_acc"]))})
+    return out
+
+
 def verdict(diff: dict, lower_is_better: bool = True) -> str:
     lo, hi = diff["ci"]
     if lo > 0:
@@ -267,6 +313,8 @@ def main(argv=None) -> dict:
                 writable_file(path, flag)
             except ValueError as e:
                 parser().error(str(e))
+    if args.plot:
+        _matplotlib()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)  # a command-line process: inference only
@@ -347,14 +395,16 @@ def finish(rows, per_image, real_feats, real_labels, meta, images_of, args) -> d
     boot = score_rows(gen, per_image, real_feats, real_labels, args.resamples)
     fam_a, _, fam_b = args.compare.partition(":")
     comparison = compare_at_equal_passes(gen, boot, fam_a, fam_b) if boot is not None else []
+    jacobi = compare_with_base(gen, boot) if boot is not None else []
     meta = {**meta, "resamples": args.resamples, "ci_level": 0.95, "compare": args.compare,
             "seconds_bootstrap": round(time.perf_counter() - t, 1)}
     ntp = next((r for r in gen if r["kind"] == "ntp"), None)
-    text = format_table(rows, ntp["passes"] if ntp else None, meta) + "\n\n" + format_comparison(comparison)
+    text = "\n\n".join(t for t in (format_table(rows, ntp["passes"] if ntp else None, meta),
+                                    format_comparison(comparison), format_jacobi(jacobi)) if t)
     print()
     print(text)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    result = {"meta": meta, "rows": clean, "comparison": comparison}
+    result = {"meta": meta, "rows": clean, "comparison": comparison, "jacobi_vs_base": jacobi}
     if args.json:
         write_json(args.json, result)
     if args.table:
@@ -453,20 +503,41 @@ def format_comparison(comparison: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_jacobi(jacobi: list[dict]) -> str:
+    if not jacobi:
+        return ""
+    lines = ["Jacobi drafts against the schedule they draft for (a - b, paired; FD < 0 or accuracy > 0 favours a; "
+             "95% bootstrap intervals):", "",
+             "| a | passes | b | passes | passes a / b | FD a - b | accuracy a - b | FD verdict |",
+             "|---|---:|---|---:|---:|---:|---:|---|"]
+    for c in jacobi:
+        fd, acc = c["fd_diff"], c["accuracy_diff"]
+        lines.append(f"| {c['a']} | {c['passes_a']:.1f} | {c['b']} | {c['passes_b']:.0f} | {c['pass_ratio']:.2f} | "
+                     f"{fd['value']:+.1f} [{fd['ci'][0]:+.1f}, {fd['ci'][1]:+.1f}] | {acc['value']:+.1%} "
+                     f"[{acc['ci'][0]:+.1%}, {acc['ci'][1]:+.1%}] | {verdict(fd)} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------------
 # Pictures
+
+
+def _matplotlib():
+    """matplotlib with its file backend, or the error that says how to get it (checked before a run)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit('--plot needs matplotlib: pip install "zipar[eval]" (or pip install matplotlib), '
+                         "or leave out --plot") from None
+    matplotlib.use("Agg")
+    return matplotlib
 
 
 def plot_fd_vs_passes(rows: list[dict], path: str, meta: dict | None = None) -> None:
     """FD (left) and accuracy (right) against passes per image, one line per family, 95% CI bars;
     reference rows (real images, VQ reconstructions) as horizontal lines. Needs matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise SystemExit("--plot needs matplotlib (pip install matplotlib)") from e
+    matplotlib = _matplotlib()
+    import matplotlib.pyplot as plt
 
     gen = [r for r in rows if r["kind"] != "reference"]
     fams = list(dict.fromkeys(r["family"] for r in gen))

@@ -360,6 +360,24 @@ def test_bench_and_evaluate_json_folders_are_made_before_the_run(tmp_path, monke
     assert err.value.code == 2
 
 
+def test_evaluate_plot_without_matplotlib_is_refused_before_the_run(tmp_path, monkeypatch):
+    import builtins
+
+    from zipar.demo_model import evaluate
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *a, **k):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    monkeypatch.setattr(evaluate, "load_demo_model", lambda: pytest.fail("the run started"))
+    with pytest.raises(SystemExit, match=r'--plot needs matplotlib: pip install "zipar\[eval\]"'):
+        evaluate.main(["--samples", "10", "--plot", str(tmp_path / "p.png")])
+
+
 # -- PNG metadata that reproduces the image --------------------------------------------------------------
 
 def test_from_png_makes_the_same_image_again(model_dir, tmp_path, capsys):

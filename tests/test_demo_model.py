@@ -309,9 +309,11 @@ def test_evaluation_configs_are_keyword_dicts_with_room_for_new_modes():
     assert all(k["guidance_scale"] == 2.0 for k in kws) and kws[-1]["top_k"] == 5 and kws[0]["top_k"] == 0
     assert [family(k) for k in kws[:5]] == ["ntp", "fixed", "fixed", "adaptive", "fixed, paper first row"]
     assert family_label("fixed, paper first row") == "fixed window (paper first row)"
-    # a mode this script has no flag for: its own family and a name from its keywords
-    assert family({"mode": "sjd", "draft_length": 4}) == "sjd" and family_label("sjd") == "sjd"
+    # modes this script has no flag for: their own family and a name from their keywords
+    assert family({"mode": "sjd", "draft_length": 4}) == "sjd" and family_label("new_mode") == "new_mode"
     assert row_name({"mode": "sjd", "draft_length": 4, "guidance_scale": 2.0}) == "sjd draft_length=4"
+    assert row_name({"mode": "zipar_sjd", "window": 4, "draft_length": 8}) == "zipar_sjd s=4 draft_length=8"
+    assert row_name({"mode": "new_mode", "window": 4, "draft_length": 4}) == "new_mode window=4 draft_length=4"
     with pytest.raises(SystemExit, match="not a ZipARConfig"):
         configs_from_args(parser().parse_args(["--config", '{"mode": "fixed", "no_such_option": 4}']))
     with pytest.raises(SystemExit, match="JSON object"):
@@ -339,17 +341,27 @@ def test_evaluation_end_to_end_writes_intervals_plot_and_grids(tmp_path):
               metadata={"n_head": "2", "image_size": str(IMAGE_SIZE), "pixels_per_token": "2"})
     out = evaluate.main(["--gpt", str(gpt_path), "--samples", "20", "--batch", "20", "--real", "40", "--fixed", "2", "8",
                          "--adaptive", "3", "--paper-fixed", "--no-random", "--latency-reps", "0",
+                         "--config", '{"mode": "sjd", "draft_length": 4}',
+                         "--config", '{"mode": "zipar_sjd", "window": 2, "draft_length": 4}',
                          "--resamples", "50", "--json", str(tmp_path / "e.json"), "--plot", str(tmp_path / "p.png"),
                          "--ntp-grid", str(tmp_path / "g.png"), "--features", str(tmp_path / "f.npz"),
                          "--table", str(tmp_path / "t.md")])
     names = [r["name"] for r in out["rows"]]
     assert names == ["held-out real images", "VQ reconstructions of them", "ntp", "fixed s=2", "fixed s=8",
-                     "adaptive s_min=3"]
+                     "adaptive s_min=3", "sjd draft_length=4", "zipar_sjd s=2 draft_length=4"]
     for r in out["rows"]:
         assert r["accuracy_ci"][0] <= r["accuracy_ci"][1] and r["fd_ci"][0] <= r["fd_ci"][1]
     assert out["comparison"][0]["a"] == "adaptive s_min=3" and "interpolated" in out["comparison"][0]
+    # each Jacobi row against the row it drafts for, paired: sjd vs ntp, zipar_sjd s=2 vs fixed s=2
+    pairs = [(c["a"], c["b"]) for c in out["jacobi_vs_base"]]
+    assert pairs == [("sjd draft_length=4", "ntp"), ("zipar_sjd s=2 draft_length=4", "fixed s=2")]
+    rows = {r["name"]: r for r in out["rows"]}
+    for c in out["jacobi_vs_base"]:
+        assert c["pass_ratio"] == rows[c["a"]]["passes"] / rows[c["b"]]["passes"] <= 1
+        assert c["fd_diff"]["value"] == pytest.approx(rows[c["a"]]["fd"] - rows[c["b"]]["fd"], abs=1e-6)
+        assert c["fd_diff"]["ci"][0] <= c["fd_diff"]["ci"][1]
     assert json.load(open(tmp_path / "e.json"))["rows"][2]["passes"] == 256
-    assert "[95% CI]" in open(tmp_path / "t.md").read()
+    assert "[95% CI]" in open(tmp_path / "t.md").read() and "passes a / b" in open(tmp_path / "t.md").read()
     assert Image.open(tmp_path / "p.png").size[0] > 600
     assert Image.open(tmp_path / "g.png").size[1] >= 10 * IMAGE_SIZE * 3  # 2 per class here, one row each
     again = evaluate.main(["--rescore", str(tmp_path / "f.npz"), "--resamples", "50", "--ntp-grid", ""])
