@@ -506,8 +506,8 @@ def format_comparison(comparison: list[dict]) -> str:
 def format_jacobi(jacobi: list[dict]) -> str:
     if not jacobi:
         return ""
-    lines = ["Jacobi drafts against the schedule they draft for (a - b, paired; FD < 0 or accuracy > 0 favours a; "
-             "95% bootstrap intervals):", "",
+    lines = [("Jacobi drafts against the schedule they draft for (a - b, paired; FD < 0 or accuracy > 0 favours a; "
+              "95% bootstrap intervals):"), "",
              "| a | passes | b | passes | passes a / b | FD a - b | accuracy a - b | FD verdict |",
              "|---|---:|---|---:|---:|---:|---:|---|"]
     for c in jacobi:

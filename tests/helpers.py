@@ -163,3 +163,13 @@ def gen(seed=0):
 def quiet(pipe):
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_llamagen_pipeline_folder(folder) -> str:
+    """A tiny class-conditional LlamaGen (10 classes, 4x4 tokens, 64x64 px) saved as a ZipAR pipeline folder."""
+    from zipar import ZipARPipeline
+    from zipar.zipar_core.models.llamagen import LlamaGenAdapter
+
+    gpt, vq = tiny_llamagen("c2i")
+    ZipARPipeline.from_adapter(LlamaGenAdapter(gpt, vq)).save_pretrained(folder)
+    return str(folder)

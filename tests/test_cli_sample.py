@@ -14,12 +14,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import gen, quiet, tiny_llamagen
+from helpers import gen, quiet, tiny_llamagen_pipeline_folder
 from PIL import Image
 from zipar import ZipARPipeline
 from zipar.cli import main
 from zipar.cli.sample import batches, image_path, parse_classes, share_order
-from zipar.zipar_core.models.llamagen import LlamaGenAdapter
 
 CLASSES = "0-4"  # 5 classes x 2 images = 10 images of 64 x 64
 SETTINGS = ["--window", "2", "--cfg", "1.5", "--top-k", "20"]
@@ -27,10 +26,7 @@ SETTINGS = ["--window", "2", "--cfg", "1.5", "--top-k", "20"]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pipe")
-    gpt, vq = tiny_llamagen("c2i")
-    ZipARPipeline.from_adapter(LlamaGenAdapter(gpt, vq)).save_pretrained(folder)
-    return str(folder)
+    return tiny_llamagen_pipeline_folder(tmp_path_factory.mktemp("pipe"))
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_llamagen
+from helpers import tiny_llamagen, tiny_llamagen_pipeline_folder
 from PIL import Image
 from zipar import ZipARPipeline
 from zipar.cli import main
-from zipar.zipar_core.models.llamagen import LlamaGenAdapter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ["--window", "2", "--cfg", "1.5", "--top-k", "20", "--device", "cpu"]
@@ -29,10 +28,7 @@ SETTINGS = ["--window", "2", "--cfg", "1.5", "--top-k", "20", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pipe")
-    gpt, vq = tiny_llamagen("c2i")
-    ZipARPipeline.from_adapter(LlamaGenAdapter(gpt, vq)).save_pretrained(folder)
-    return str(folder)
+    return tiny_llamagen_pipeline_folder(tmp_path_factory.mktemp("pipe"))
 
 
 @pytest.fixture(scope="module")

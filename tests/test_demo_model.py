@@ -361,7 +361,8 @@ def test_evaluation_end_to_end_writes_intervals_plot_and_grids(tmp_path):
         assert c["fd_diff"]["value"] == pytest.approx(rows[c["a"]]["fd"] - rows[c["b"]]["fd"], abs=1e-6)
         assert c["fd_diff"]["ci"][0] <= c["fd_diff"]["ci"][1]
     assert json.load(open(tmp_path / "e.json"))["rows"][2]["passes"] == 256
-    assert "[95% CI]" in open(tmp_path / "t.md").read() and "passes a / b" in open(tmp_path / "t.md").read()
+    table = (tmp_path / "t.md").read_text()
+    assert "[95% CI]" in table and "passes a / b" in table
     assert Image.open(tmp_path / "p.png").size[0] > 600
     assert Image.open(tmp_path / "g.png").size[1] >= 10 * IMAGE_SIZE * 3  # 2 per class here, one row each
     again = evaluate.main(["--rescore", str(tmp_path / "f.npz"), "--resamples", "50", "--ntp-grid", ""])
