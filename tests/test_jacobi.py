@@ -13,7 +13,7 @@ import random
 import pytest
 import torch
 from helpers import Recorder, ToyAR, caption_batch, tiny_gpt
-from scipy.stats import chisquare
+from scipy.stats import chi2_contingency, chisquare
 from zipar.zipar_core import ZipARConfig, generate
 from zipar.zipar_core import jacobi as jacobi_module
 from zipar.zipar_core.layout import TokenLayout
@@ -257,9 +257,38 @@ def tiny3():
 @pytest.mark.parametrize("cfg", [
     ZipARConfig(mode="sjd", draft_length=2),
     ZipARConfig(mode="sjd", draft_length=3, draft_init="spatial", guidance_scale=1.5, top_k=2),
-], ids=["sjd L2", "sjd L3 spatial cfg1.5 topk2"])
+    ZipARConfig(mode="zipar_sjd", window=C3, draft_length=2, draft_init="spatial"),
+], ids=["sjd L2", "sjd L3 spatial cfg1.5 topk2", "zipar_sjd window=cols L2"])
 def test_sjd_samples_follow_the_ntp_distribution(tiny3, cfg):
     assert _chi_square(tiny3, cfg) > 1e-3
+
+
+def _grid_counts(model, cfg, samples=20000, seed=0):
+    cond = model.prepare([1] * samples, R2, C3, guidance=cfg.guidance)
+    out = generate(model, cond, cfg, generator=torch.Generator().manual_seed(seed)).codes.view(samples, -1)
+    index = (out * torch.tensor([V3 ** (5 - i) for i in range(6)])).sum(1)
+    return torch.bincount(index, minlength=V3 ** 6).double()
+
+
+def _two_sample_p(a, b):
+    """Chi-square test of homogeneity of two histograms (cells expected below 5 in either pooled)."""
+    total = a + b
+    rare = total * min(a.sum(), b.sum()) / total.sum() < 5
+    table = torch.stack([torch.cat([a[~rare], a[rare].sum()[None]]), torch.cat([b[~rare], b[rare].sum()[None]])])
+    return chi2_contingency(table.numpy()).pvalue
+
+
+def test_zipar_sjd_samples_follow_the_fixed_window_distribution(tiny3, monkeypatch):
+    """zipar_sjd at window 1 (rows overlap: the schedule is not NTP's) against fixed ZipAR at window 1 on the
+    same model: 20,000 grids each, different seeds, a chi-square test of homogeneity; NTP's grids and the broken
+    residual rule fail the same test against the same fixed-window sample."""
+    fixed = _grid_counts(tiny3, ZipARConfig(mode="fixed", window=1), seed=1)
+    cfg = ZipARConfig(mode="zipar_sjd", window=1, draft_length=2, draft_init="spatial")
+    assert _two_sample_p(_grid_counts(tiny3, cfg), fixed) > 1e-3
+    # the test can tell the schedules apart: NTP's grids are not fixed window 1's
+    assert _two_sample_p(_grid_counts(tiny3, ZipARConfig(mode="ntp")), fixed) < 1e-6
+    monkeypatch.setattr(jacobi_module.JacobiVerifier, "residual", staticmethod(lambda p, q: p))
+    assert _two_sample_p(_grid_counts(tiny3, cfg), fixed) < 1e-6
 
 
 def test_a_broken_acceptance_rule_fails_the_same_test(tiny3, monkeypatch):
