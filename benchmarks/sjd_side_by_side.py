@@ -31,9 +31,10 @@ with ``img_vocab = arange(vocab)`` (their default reads Lumina-mGPT's Chameleon 
 random draft tokens).
 
     ZIPAR_SJD_PATH=/path/to/Accelerating-T2I-AR-with-SJD python benchmarks/sjd_side_by_side.py \\
-        --images 50 --draft-lengths 8 4 16 --audit 2 --json docs/sjd_side_by_side.json
+        --images 50 --draft-lengths 8 --audit 2 --json docs/sjd_side_by_side.json
 
-(docs/sjd_side_by_side.json: that run, against their commit b389cfb, on the project's 2-core CPU machine.)
+(docs/sjd_side_by_side.json: that run on the retrained demo model, against their commit b389cfb, on the project's 2-core
+CPU machine; --draft-lengths 8 4 16 on the previous demo weights is in its git history.)
 """
 from __future__ import annotations
 

@@ -371,7 +371,6 @@ def main(argv=None) -> dict:
         if cfg.mode == "ntp":
             ntp_latency = ntp_latency or lat
         score(row_name(kw), images, labels, kind=cfg.mode, family=family(kw), config=kw,
-              window=None if cfg.mode == "ntp" else cfg.window,
               passes=float(np.mean(out["passes"])), passes_min=min(out["passes"]), passes_max=max(out["passes"]),
               acceptance=out["acceptance"], seconds_per_image_batch1=lat,
               speedup_batch1=(ntp_latency / lat) if lat and ntp_latency else None, seconds_per_1000=seconds_1000)
@@ -391,6 +390,8 @@ def finish(rows, per_image, real_feats, real_labels, meta, images_of, args) -> d
     t = time.perf_counter()
     ref = [r for r in rows if r["kind"] == "reference"]
     gen = [r for r in rows if r["kind"] != "reference"]
+    for r in gen:  # the window the schedule used (ntp, sjd: the grid width)
+        r["window"] = ZipARConfig(**r["config"]).window_for(IMAGE_SIZE // 2)
     score_rows(ref, per_image, real_feats, real_labels, args.resamples)
     boot = score_rows(gen, per_image, real_feats, real_labels, args.resamples)
     fam_a, _, fam_b = args.compare.partition(":")
@@ -556,10 +557,12 @@ def plot_fd_vs_passes(rows: list[dict], path: str, meta: dict | None = None) -> 
             ax.errorbar(x, y, yerr=err, marker=markers.get(mode, "^"), ms=9 if mode == "ntp" else 5, ls=ls,
                         capsize=3, label=family_label(fam))
             if key == "fd":
-                for r in rs:
-                    if mode in ("fixed", "adaptive") and r.get("window") is not None:
-                        ax.annotate(str(r["window"]), (r["passes"], r[key]), textcoords="offset points",
-                                    xytext=(4, 4), fontsize=7)
+                for r in rs:  # each point names its window (sjd: its draft length)
+                    if mode != "ntp" and r.get("window") is not None:
+                        length = r["config"].get("draft_length", ZipARConfig().draft_length)
+                        text = f"L={length}" if mode == "sjd" else str(r["window"])
+                        ax.annotate(text, (r["passes"], r[key]), textcoords="offset points", xytext=(4, 4),
+                                    fontsize=7)
         for r in rows:
             if r["kind"] == "reference" and "random" not in r["name"]:
                 ax.axhline(r[key], color="grey", lw=0.8, ls=":")
@@ -573,7 +576,7 @@ def plot_fd_vs_passes(rows: list[dict], path: str, meta: dict | None = None) -> 
     axes[0].legend(fontsize=8)
     if meta:
         fig.suptitle(f"Demo model: {meta['samples']} samples per point, guidance {meta['sampling']['guidance_scale']}, "
-                     f"95% bootstrap intervals (numbers: window s / s_min)", fontsize=10)
+                     f"95% bootstrap intervals (numbers: window s / s_min; L: sjd draft length)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

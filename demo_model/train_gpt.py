@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--multiple-of", type=int, default=64, help="SwiGLU width rounding")
     # optimisation
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--final-lr", type=float, default=0.05, help="lr at the end, as a fraction of --lr")

@@ -94,13 +94,13 @@ def test_classifier_loads_and_recognises_real_images(classifier):
 
 def test_ntp_samples_are_recognisable(model, classifier):
     """40 NTP samples (4 per class): the classifier names the requested class far above chance (10%);
-    43% on 1000 samples in docs/demo_model.md."""
+    81.5% on 1000 samples in docs/demo_model.md (32 of these 40)."""
     labels = [i % NUM_CLASSES for i in range(40)]
     cond = model.prepare(class_labels=labels, guidance_scale=2.0)
     gens = [torch.Generator().manual_seed(i) for i in range(40)]
     codes = generate(model, cond, ZipARConfig(mode="ntp", guidance_scale=2.0), generator=gens).codes
     pred, _ = classify(classifier, to_uint8(model.decode(codes)))
-    assert (pred == np.array(labels)).mean() >= 0.25
+    assert (pred == np.array(labels)).mean() >= 0.7
 
 
 def test_safetensors_metadata_tells_the_loader_what_shapes_cannot(tmp_path):

@@ -243,7 +243,7 @@ def _config_metadata(path: str) -> dict:
                 out[key] = int(meta[key])
             except ValueError:
                 raise CheckpointError(f"{path}: metadata {key}={meta[key]!r} is not a whole number") from None
-    variant = meta.get("variant") or ("demo" if meta.get("what", "").startswith("zipar demo") else "")
+    variant = meta.get("variant")
     if variant:
         out["variant"] = variant
     return out
