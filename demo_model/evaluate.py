@@ -317,7 +317,11 @@ def main(argv=None) -> dict:
         _matplotlib()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)  # a command-line process: inference only
+    with torch.no_grad():  # inference only (and a caller's grad mode is left as it was)
+        return _run(args, argv)
+
+
+def _run(args, argv) -> dict:
     if args.rescore:
         rows, per_image, real_feats, real_labels, meta, images = load_features(args.rescore)
         return finish(rows, per_image, real_feats, real_labels, meta, images, args)

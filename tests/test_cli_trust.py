@@ -347,11 +347,11 @@ def test_bench_and_evaluate_json_folders_are_made_before_the_run(tmp_path, monke
     def stop(*a, **k):
         raise Stop
     monkeypatch.setattr(evaluate, "load_demo_model", stop)
-    with pytest.raises(Stop), torch.enable_grad():  # (main() turns grad off for its process: restore it)
+    with pytest.raises(Stop):
         evaluate.main(["--samples", "10", "--json", str(tmp_path / "eval" / "docs" / "e.json")])
     assert (tmp_path / "eval" / "docs").is_dir()  # the run starts only once its output folder exists
     (tmp_path / "flat").write_text("")
-    with pytest.raises(SystemExit) as err, torch.enable_grad():
+    with pytest.raises(SystemExit) as err:
         evaluate.main(["--json", str(tmp_path / "flat" / "e.json")])
     assert err.value.code == 2
 

@@ -346,6 +346,7 @@ def test_evaluation_end_to_end_writes_intervals_plot_and_grids(tmp_path):
                          "--resamples", "50", "--json", str(tmp_path / "e.json"), "--plot", str(tmp_path / "p.png"),
                          "--ntp-grid", str(tmp_path / "g.png"), "--features", str(tmp_path / "f.npz"),
                          "--table", str(tmp_path / "t.md")])
+    assert torch.is_grad_enabled()  # main() decodes without autograd but leaves its caller's mode alone
     names = [r["name"] for r in out["rows"]]
     assert names == ["held-out real images", "VQ reconstructions of them", "ntp", "fixed s=2", "fixed s=8",
                      "adaptive s_min=3", "sjd draft_length=4", "zipar_sjd s=2 draft_length=4"]
