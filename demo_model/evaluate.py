@@ -124,8 +124,8 @@ def configs_from_args(args) -> list[dict]:
 
 @torch.no_grad()
 def decode(model, codes: torch.Tensor, batch: int = 250) -> np.ndarray:
-    """codes (n, h, w) -> uint8 images (n, H, W, 3). Float32: bfloat16 autocast is ~20x slower on CPUs
-    without bf16 hardware (measured, docs/demo_model.md)."""
+    """codes (n, h, w) -> uint8 images (n, H, W, 3), in float32 (bfloat16 autocast is slower on CPUs without
+    bf16 hardware)."""
     return np.concatenate([to_uint8(model.decode(codes[i: i + batch])) for i in range(0, len(codes), batch)])
 
 
@@ -226,31 +226,21 @@ def compare_at_equal_passes(rows: list[dict], boot: Bootstrap, a: str = "adaptiv
     return out
 
 
-def base_config(kw: dict) -> dict | None:
-    """The configuration a Jacobi row is measured against (None for other rows)."""
-    if kw.get("mode") not in BASE_MODE:
-        return None
-    base = {k: v for k, v in kw.items() if k not in DRAFT_KEYS}
-    base["mode"] = BASE_MODE[kw["mode"]]
-    if base["mode"] == "ntp":
-        base.pop("window", None)
-    return base
+def schedule_key(kw: dict) -> str:
+    """A configuration without its draft settings (and, in ntp, without the window it ignores): a Jacobi row's
+    key with its mode replaced by ``BASE_MODE``'s is the key of the row it is measured against."""
+    kw = {k: v for k, v in kw.items() if k not in DRAFT_KEYS and not (k == "window" and kw.get("mode") == "ntp")}
+    return json.dumps(kw, sort_keys=True)
 
 
 def compare_with_base(rows: list[dict], boot: Bootstrap) -> list[dict]:
-    """Each Jacobi row against its base row (``base_config``), paired: pass ratio and FD / accuracy
-    differences (a - b) with 95% intervals. Rows whose base was not run are left out."""
-    def key(kw):
-        kw = {k: v for k, v in kw.items() if k not in DRAFT_KEYS}
-        if kw.get("mode") == "ntp":
-            kw.pop("window", None)
-        return json.dumps(kw, sort_keys=True)
-
-    by_config = {key(r["config"]): r for r in rows if r.get("config") and r["kind"] not in BASE_MODE}
+    """Each Jacobi row against its base row (same configuration, mode ``BASE_MODE[mode]``), paired: pass ratio
+    and FD / accuracy differences (a - b) with 95% intervals. Rows whose base was not run are left out."""
+    by_key = {schedule_key(r["config"]): r for r in rows if r.get("config") and r["kind"] not in BASE_MODE}
     out = []
     for r in rows:
-        base = base_config(r.get("config") or {})
-        b = by_config.get(key(base)) if base else None
+        mode = (r.get("config") or {}).get("mode")
+        b = by_key.get(schedule_key({**r["config"], "mode": BASE_MODE[mode]})) if mode in BASE_MODE else None
         if b is None:
             continue
         out.append({"a": r["name"], "passes_a": r["passes"], "b": b["name"], "passes_b": b["passes"],
@@ -490,6 +480,13 @@ def format_table(rows: list[dict], ntp_passes: float | None, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _diff_cells(d: dict) -> str:
+    """'FD a - b | accuracy a - b | FD verdict' cells of a paired difference, with their intervals."""
+    fd, acc = d["fd_diff"], d["accuracy_diff"]
+    return (f"{fd['value']:+.1f} [{fd['ci'][0]:+.1f}, {fd['ci'][1]:+.1f}] | {acc['value']:+.1%} "
+            f"[{acc['ci'][0]:+.1%}, {acc['ci'][1]:+.1%}] | {verdict(fd)}")
+
+
 def format_comparison(comparison: list[dict]) -> str:
     if not comparison:
         return ""
@@ -501,10 +498,7 @@ def format_comparison(comparison: list[dict]) -> str:
                 continue
             d = c[kind]
             pb = f"{d['passes_b']:.0f}" if kind == "nearest" else f"{c['passes_a']:.1f} (interpolated)"
-            fd, acc = d["fd_diff"], d["accuracy_diff"]
-            lines.append(f"| {c['a']} | {c['passes_a']:.1f} | {d['b']} | {pb} | {fd['value']:+.1f} "
-                         f"[{fd['ci'][0]:+.1f}, {fd['ci'][1]:+.1f}] | {acc['value']:+.1%} "
-                         f"[{acc['ci'][0]:+.1%}, {acc['ci'][1]:+.1%}] | {verdict(fd)} |")
+            lines.append(f"| {c['a']} | {c['passes_a']:.1f} | {d['b']} | {pb} | {_diff_cells(d)} |")
     return "\n".join(lines)
 
 
@@ -516,10 +510,8 @@ def format_jacobi(jacobi: list[dict]) -> str:
              "| a | passes | b | passes | passes a / b | FD a - b | accuracy a - b | FD verdict |",
              "|---|---:|---|---:|---:|---:|---:|---|"]
     for c in jacobi:
-        fd, acc = c["fd_diff"], c["accuracy_diff"]
         lines.append(f"| {c['a']} | {c['passes_a']:.1f} | {c['b']} | {c['passes_b']:.0f} | {c['pass_ratio']:.2f} | "
-                     f"{fd['value']:+.1f} [{fd['ci'][0]:+.1f}, {fd['ci'][1]:+.1f}] | {acc['value']:+.1%} "
-                     f"[{acc['ci'][0]:+.1%}, {acc['ci'][1]:+.1%}] | {verdict(fd)} |")
+                     f"{_diff_cells(c)} |")
     return "\n".join(lines)
 
 
