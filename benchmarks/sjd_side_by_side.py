@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -203,7 +202,9 @@ def _patch_cuda_timing(torch):
 
 
 def _file_hashes(root: str) -> dict:
-    return {f: hashlib.sha256(open(os.path.join(root, f), "rb").read()).hexdigest()[:16] for f in SJD_FILES}
+    from zipar.zipar_core.model_files import file_sha256
+
+    return {f: file_sha256(os.path.join(root, f))[:16] for f in SJD_FILES}
 
 
 def _git_commit(root: str) -> str | None:

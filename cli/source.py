@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 
 from ..zipar_core.errors import SettingError
-from ..zipar_core.model_files import is_checkpoint, is_hub_id
+from ..zipar_core.model_files import file_sha256, is_checkpoint, is_hub_id
 
 DEMO = "demo"
 HASH_LIMIT = 256 << 20  # files up to this size are identified by content (sha256), larger ones by size + mtime
@@ -95,11 +95,7 @@ def resolve_source(args) -> Source:
 def _file_id(path: str) -> dict:
     st = os.stat(path)
     if st.st_size <= HASH_LIMIT:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return {"size": st.st_size, "sha256": h.hexdigest()}
+        return {"size": st.st_size, "sha256": file_sha256(path)}
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 

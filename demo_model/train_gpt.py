@@ -33,7 +33,6 @@ in its metadata too.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -46,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from ..cli.outputs import atomic_write
+from ..zipar_core.model_files import file_sha256
 from ..zipar_core.models.llamagen import LlamaGenConfig, LlamaGenTransformer, load_llamagen_vq
 from .dataset import IMAGE_SIZE, NUM_CLASSES, TRAIN_SEED, make_images, to_tensor
 
@@ -102,14 +103,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @torch.no_grad()
 def encode(vq, images: np.ndarray, device, amp: bool = False) -> torch.Tensor:
     """uint8 images (n, H, W, 3) -> codes (n, h*w) long (float32 unless ``amp``)."""
@@ -164,13 +157,13 @@ def make_optimizer(model, args):
 
 
 def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, rename over ``path``."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """torch.save to a temporary file in the same folder, fsync, rename over ``path`` (``atomic_write``)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    atomic_write(path, write)
 
 
 def run_args(args) -> dict:
@@ -194,9 +187,7 @@ def export(ckpt: dict, out: str, which: str = "ema", dtype: str = "float32") -> 
             "config": json.dumps(cfg), "train": json.dumps(a), "summary": json.dumps(summary),
             "final": json.dumps(last), "vq_sha256": ckpt.get("vq_sha256", "")}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp{os.getpid()}"
-    save_file(sd, tmp, metadata=meta)
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: save_file(sd, tmp, metadata=meta))
     return out
 
 
@@ -275,9 +266,10 @@ def main(argv=None) -> dict:
                      "train_seconds": train_seconds, "sittings": sittings, "run_args": run_args(args),
                      "gpt_config": {k: v for k, v in vars(cfg).items()}, "vq_sha256": vq_sha,
                      "argv": list(argv) if argv is not None else sys.argv[1:]}, path)
-        with open(os.path.join(args.run_dir, "log.jsonl.tmp"), "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in log)
-        os.replace(os.path.join(args.run_dir, "log.jsonl.tmp"), os.path.join(args.run_dir, "log.jsonl"))
+        def write_log(tmp):
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in log)
+        atomic_write(os.path.join(args.run_dir, "log.jsonl"), write_log)
 
     stop = _Stop()
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -7,6 +7,7 @@ a model, never a model by themselves (BAAI's Emu3-VisionTokenizer): ``is_part_fo
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -61,3 +62,12 @@ def is_hub_id(name: str) -> bool:
         return False
     owner, repo = name.split("/")
     return bool(owner and repo) and not os.path.isdir(owner)
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
