@@ -33,7 +33,7 @@ PATCH = 32  # pixels per size-token unit: the size tokens count 32 px (2 x 2 vis
 # Chameleon vocabulary names of Lumina-mGPT's image tokens; ids are read from the vocabulary map when it has them.
 TOKENS = {"boi": ("<racm3:break>", 8197), "eoi": ("<eoss>", 8196), "eol": ("<reserved08799>", 8803),
           "sep": ("<reserved08706>", 8710)}
-SIZE_TOKEN_BASE = 8804  # id of "<reserved08800>": the size token of n units is 8804 + n
+SIZE_TOKEN, SIZE_TOKEN_BASE = "<reserved08800>", 8804  # the size token of n units is the id of <reserved08800> + n
 
 
 def generate_crop_size_list(num_patches: int, patch_size: int = PATCH, max_ratio: float = 4.0) -> list[tuple[int, int]]:
@@ -78,11 +78,14 @@ class LuminaAdapter(VocabularyImageAdapter):
         if self.codebook_size == 0 or sorted(vm.img2bpe) != list(range(self.codebook_size)):
             raise ValueError("Chameleon config has no usable vocabulary_map of IMGIMG image tokens")
         self.img2bpe = vm.img2bpe_mapping_tensor.long()  # (codebook,) code -> vocabulary id
-        vocab = model.config.vocabulary_map or {}
+        # Every special id as the original code reads it: from the tokenizer (Lumina's converter never sets
+        # config.bos_token_id, whose default 1 is <pad> in its vocabulary), else config.vocabulary_map.
+        vocab = {**(model.config.vocabulary_map or {}), **(tokenizer.get_vocab() if tokenizer is not None else {})}
         self.ids = {k: vocab.get(name, default) for k, (name, default) in TOKENS.items()}
+        self.size_base = vocab.get(SIZE_TOKEN, SIZE_TOKEN_BASE)
         self.eol_id = self.ids["eol"]
-        self.bos_id = model.config.bos_token_id
-        self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else self.bos_id
+        self.bos_id = _special(tokenizer, "bos_token_id", model.config.bos_token_id)
+        self.pad_id = _special(tokenizer, "pad_token_id", model.config.pad_token_id, self.bos_id)
         self.factor = 16  # VQGAN: 16 px per token (2 per 32-px size unit)
 
     @classmethod
@@ -160,7 +163,7 @@ class LuminaAdapter(VocabularyImageAdapter):
         return height // self.factor, width // self.factor
 
     def image_header(self, rows: int, cols: int) -> list[int]:
-        return [self.ids["boi"], SIZE_TOKEN_BASE + rows // 2, SIZE_TOKEN_BASE + cols // 2]
+        return [self.ids["boi"], self.size_base + rows // 2, self.size_base + cols // 2]
 
     def prompt_ids(self, prompt: str, height: int, width: int) -> list[int]:
         text = PROMPT_TEMPLATE.format(width=width, height=height, prompt=prompt)
@@ -192,3 +195,9 @@ class LuminaAdapter(VocabularyImageAdapter):
                     "Chameleon release, tokenizer/ folder) are needed; put them in the model folder or give them "
                     "with {name}")
         return None
+
+
+def _special(tokenizer, attribute: str, *fallbacks):
+    """A special token id from the tokenizer (``bos_token_id``, ...), else the first fallback that is set."""
+    value = getattr(tokenizer, attribute, None) if tokenizer is not None else None
+    return next((v for v in (value, *fallbacks) if v is not None), None)

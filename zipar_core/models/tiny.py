@@ -131,7 +131,9 @@ def tiny_chameleon(codebook=32, attn="sdpa", seed=0, max_positions=512, text_siz
     size = {**dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2), **(text_size or {})}
     cfg = ChameleonConfig(vocab_size=max(vocab.values()) + 1, **size,
-                          max_position_embeddings=max_positions, vocabulary_map=vocab, bos_token_id=0,
+                          max_position_embeddings=max_positions, vocabulary_map=vocab,
+                          # bos_token_id left at ChameleonConfig's default 1 (<pad> here), as Lumina's weight
+                          # converter leaves it: BOS must come from the tokenizer's <s> (0), as in Lumina's code
                           pad_token_id=1, eos_token_id=2,
                           vq_config=vq_config or {"embed_dim": 8, "num_embeddings": codebook, "base_channels": 32,
                                                       "channel_multiplier": [1, 1], "num_res_blocks": 1,
