@@ -386,3 +386,28 @@ def test_command_line_takes_the_vision_tokenizer_as_a_flag(tmp_path, capsys):
     assert main(args) == 2 and "BAAI/Emu3-VisionTokenizer" in capsys.readouterr().err
     assert main([*args, "--vision-tokenizer", str(tmp_path / "parts" / "vq")]) == 0
     assert os.path.isfile(tmp_path / "cat.png")
+
+
+def test_janus_1_3b_and_janus_pro_use_their_own_chat_roles(tmp_path):
+    """DeepSeek's README / generation_inference.py: Janus-1.3B speaks "User" / "Assistant", Janus-Pro "<|User|>" /
+    "<|Assistant|>". The two configs are alike, so the published name chooses (the registry variant), and the variant
+    then travels with the model's config through save_pretrained / zipar convert."""
+    from zipar.zipar_core.models.hf_common import encode
+
+    r = Reference("janus")
+    pro = load_model(r.write("original", tmp_path / "Janus-Pro-1B"), device="cpu")
+    old = load_model(r.write("original", tmp_path / "Janus-1.3B"), device="cpu")
+    assert (pro.variant, old.variant) == ("", "janus-1.3b")
+    tok = r.adapter.tokenizer
+
+    def prompt_ids(adapter):
+        cond = adapter.prepare(prompt="a cat", guidance_scale=1.0)
+        return cond.payload["ids"][0].tolist()
+
+    assert prompt_ids(pro) == encode(tok, "<|User|>: a cat\n\n<|Assistant|>:", pro.bos_id) + [pro.boi_id]
+    assert prompt_ids(old) == encode(tok, "User: a cat\n\nAssistant:", old.bos_id) + [old.boi_id]
+    assert prompt_ids(pro) != prompt_ids(old)
+    old.save_pretrained(str(tmp_path / "converted"))  # a folder whose name says nothing
+    again = load_model(str(tmp_path / "converted"), device="cpu")
+    assert again.variant == "janus-1.3b" and prompt_ids(again) == prompt_ids(old)
+    assert registry.defaults_for(old) == registry.get("janus").variants["janus-1.3b"]

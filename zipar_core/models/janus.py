@@ -9,6 +9,7 @@ Guidance rows are that method's unconditional prompt: every token except BOS and
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import torch
@@ -17,20 +18,36 @@ from ..errors import SettingError
 from ..protocol import Request
 from .hf_common import HFAdapter, encode, load_hf, load_tokenizer, model_attention
 
-# DeepSeek's sft format for Janus-Pro text-to-image (system prompt empty); the processor appends BOI.
-PROMPT_TEMPLATE = "<|User|>: {prompt}\n\n<|Assistant|>:"
+# DeepSeek's "deepseek" sft format with an empty system prompt (``role: message\n\n`` then ``role:``), the roles as
+# DeepSeek's README and generation_inference.py give them: "<|User|>" / "<|Assistant|>" for Janus-Pro, "User" /
+# "Assistant" for Janus-1.3B. Keyed by the registry variant; the processor appends BOI.
+PROMPT_TEMPLATES = {"": "<|User|>: {prompt}\n\n<|Assistant|>:", "janus-1.3b": "User: {prompt}\n\nAssistant:"}
+PROMPT_TEMPLATE = PROMPT_TEMPLATES[""]
 BOI_TOKEN = "<begin_of_image>"
+VARIANT_KEY = "zipar_variant"  # the variant, kept in the model's config (it travels with save_pretrained)
+
+
+def variant_of_name(path_or_id: str) -> str:
+    """The registry variant a folder or hub id names: "janus-1.3b" for DeepSeek's Janus-1.3B (its config is
+    that of Janus-Pro-1B but for the weights, so the published name is what tells them apart), else ""."""
+    name = os.path.basename(os.path.normpath(str(path_or_id))).lower()
+    return "janus-1.3b" if re.search(r"janus-1[._]3b", name) else ""
 
 
 class JanusAdapter(HFAdapter):
     family = "janus"
     eol = False
 
-    def __init__(self, model, tokenizer=None, prompt_template: str = PROMPT_TEMPLATE):
+    def __init__(self, model, tokenizer=None, variant: str | None = None):
         model_attention(model)  # refuse flash-attention before any work
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.prompt_template = prompt_template
+        if variant is not None:
+            if variant not in PROMPT_TEMPLATES:
+                raise SettingError("variant", f"{{name}} must be one of {sorted(PROMPT_TEMPLATES)}, got {variant!r}")
+            setattr(model.config, VARIANT_KEY, variant)  # kept by save_pretrained and pipeline folders
+        self.variant = getattr(model.config, VARIANT_KEY, None) or ""
+        self.prompt_template = PROMPT_TEMPLATES[self.variant]
         inner = model.model
         self.backbone = inner.language_model
         self.text_config = model.config.text_config
@@ -52,22 +69,25 @@ class JanusAdapter(HFAdapter):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-                        tokenizer=None, **kwargs) -> JanusAdapter:
+                        tokenizer=None, variant: str | None = None, **kwargs) -> JanusAdapter:
         """A folder or hub id in transformers' layout (deepseek-community/Janus-Pro-7B) or DeepSeek's own
-        (deepseek-ai/Janus-Pro-7B, converted in memory: ``janus_original``)."""
+        (deepseek-ai/Janus-Pro-7B, converted in memory: ``janus_original``). variant: "janus-1.3b" (Janus-1.3B's
+        chat roles) or "" (Janus-Pro); None: what the model's config records, else what its name says."""
         from . import janus_original
         from .hub import read_config, snapshot
 
         config = read_config(path_or_id, **kwargs)
+        if variant is None and not config.get(VARIANT_KEY):
+            variant = variant_of_name(path_or_id)
         if janus_original.is_original(config):
             folder = path_or_id if os.path.isdir(path_or_id) else snapshot(path_or_id, **kwargs)
             model, tok = janus_original.load(folder, config, torch_dtype, device, attn_implementation, tokenizer)
-            return cls(model, tok)
+            return cls(model, tok, variant)
         from transformers import JanusForConditionalGeneration
 
         model = load_hf(JanusForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation,
                         what="Janus-Pro", published="huggingface.co/deepseek-community/Janus-Pro-7B", **kwargs)
-        return cls(model, load_tokenizer(path_or_id, tokenizer))
+        return cls(model, load_tokenizer(path_or_id, tokenizer), variant)
 
     def components(self) -> tuple[dict, dict]:
         """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""

@@ -95,7 +95,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                       "a folder with the GPT .pt, the VQ .pt and the FLAN-T5 folder (a subfolder named *t5*)"))),
     Family(
         name="janus", title="Janus-Pro", adapter="janus:JanusAdapter", conditioning="text",
-        model_types=("janus", "multi_modality"), defaults=Defaults(guidance_scale=5.0), sizes="384x384 only",
+        model_types=("janus", "multi_modality"), defaults=Defaults(guidance_scale=5.0),
+        # Janus-1.3B: the same defaults (DeepSeek's cfg 5), its own chat roles ("User" / "Assistant")
+        variants={"janus-1.3b": Defaults(guidance_scale=5.0)}, labels={"": "Janus-Pro 1B, 7B", "janus-1.3b": "Janus-1.3B"},
+        sizes="384x384 only",
         files="the folder of deepseek-ai/Janus-Pro-7B (or -1B, Janus-1.3B), or transformers' "
               "deepseek-community/Janus-Pro-7B",
         tiny="tiny:tiny_janus_adapter", sources="transformers' Janus generate (cfg 5)",
