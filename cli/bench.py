@@ -30,8 +30,8 @@ def run(args) -> None:
     import torch
 
     from ..zipar_core.benchmark import default_configs, format_table, run_configs
+    from ..zipar_core.files import writable_file, write_json
     from ..zipar_core.models import registry
-    from .outputs import writable_file, write_json
 
     if args.json:
         writable_file(args.json, "--json")  # before minutes of benchmarking, not after

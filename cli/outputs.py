@@ -1,9 +1,10 @@
 """Output files of the command line: checked before the work, written atomically, never left half-done.
 
-- :func:`writable_folder` creates a folder (and its parents) and proves it writable by writing a probe file,
-  before any model loads; a parent that is a file, or a read-only folder, is one clear error.
-- :func:`atomic_write` writes a temporary file beside the target and renames it over the target; on any
-  failure (full disk, Ctrl-C, an exception) the temporary file is removed.
+- ``writable_folder`` (``zipar_core.files``, shared with the demo model's scripts) creates a folder (and its
+  parents) and proves it writable by writing a probe file, before any model loads; a parent that is a file, or
+  a read-only folder, is one clear error.
+- ``atomic_write`` (``zipar_core.files``) writes a temporary file beside the target and renames it over the
+  target; on any failure (full disk, Ctrl-C, an exception) the temporary file is removed.
 - PNG is the image format (the settings travel in its text chunks, :func:`png_meta_of` reads them back);
   another suffix is refused by name.
 """
@@ -13,43 +14,10 @@ import json
 import os
 import re
 import socket
-import tempfile
-from collections.abc import Callable
+
+from ..zipar_core.files import OutputError, atomic_write, writable_folder
 
 IMAGE_SUFFIXES = (".png",)
-
-
-class OutputError(ValueError):
-    """An output path that cannot be written; rendered by the command line without a traceback."""
-
-
-def writable_folder(folder: str, flag: str) -> str:
-    """Create ``folder`` with its parents and check a file can be written in it; the folder's absolute path."""
-    folder = os.path.abspath(folder or ".")
-    probe = folder
-    while not os.path.exists(probe):  # the nearest part that exists must be a folder
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise OutputError(f"{flag}: cannot create {folder}: {probe} is a file, not a folder")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".zipar-write-test-", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise OutputError(f"{flag}: cannot write in {folder} ({e.strerror or e}); choose a folder you can write to") \
-            from None
-    return folder
-
-
-def writable_file(path: str, flag: str, suffixes: tuple[str, ...] | None = None) -> str:
-    """A file path whose folder exists (created) and is writable; the path must not be a folder."""
-    if path.endswith(os.sep) or os.path.isdir(path):
-        raise OutputError(f"{flag} {path}: is a folder; give a file name")
-    if suffixes and not path.lower().endswith(suffixes):
-        raise OutputError(f"{flag} {path}: the file must end in {' or '.join(suffixes)}")
-    writable_folder(os.path.dirname(os.path.abspath(path)), flag)
-    return path
 
 
 class ImagePaths:
@@ -78,27 +46,6 @@ def image_paths(output: str, n: int, flag: str = "-o/--output") -> ImagePaths:
     return ImagePaths(stem, ext, n)
 
 
-def _tmp_prefix(path: str) -> str:
-    return f".{os.path.basename(path)}.{socket.gethostname()}.{os.getpid()}."
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` then rename ``tmp`` over ``path``; the temporary file never outlives a failure (a process
-    killed with SIGKILL leaves one, named with its host and pid: :func:`remove_dead_temps` clears it)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def remove_dead_temps(folder: str) -> int:
     """Remove the temporary files that processes of this host killed mid-write left in ``folder``."""
     from .claims import process_alive
@@ -113,13 +60,6 @@ def remove_dead_temps(folder: str) -> int:
             except OSError:
                 pass
     return removed
-
-
-def write_json(path: str, data) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-    atomic_write(path, write)
 
 
 def save_png(image, path: str, meta: dict) -> None:

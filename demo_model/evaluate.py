@@ -41,8 +41,8 @@ import time
 import numpy as np
 import torch
 
-from ..cli.outputs import writable_file, write_json
 from ..zipar_core import ZipARConfig, generate
+from ..zipar_core.files import writable_file, write_json
 from . import GUIDANCE_SCALE, load_demo_model
 from .bootstrap import RESAMPLES, Bootstrap, strip
 from .classifier import classify, frechet_distance, load_classifier

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ..cli.outputs import atomic_write
+from ..zipar_core.files import atomic_write
 from ..zipar_core.model_files import file_sha256
 from ..zipar_core.models.llamagen import LlamaGenConfig, LlamaGenTransformer, load_llamagen_vq
 from .dataset import IMAGE_SIZE, NUM_CLASSES, TRAIN_SEED, make_images, to_tensor

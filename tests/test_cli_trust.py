@@ -322,7 +322,7 @@ def test_output_paths_are_checked_first_and_nothing_half_written_is_left(model_d
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path):
-    from zipar.cli.outputs import atomic_write
+    from zipar.zipar_core.files import atomic_write
 
     def fail(tmp):
         with open(tmp, "wb") as f:

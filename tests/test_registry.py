@@ -195,6 +195,15 @@ def test_the_sampler_never_imports_a_model_family():
         assert not [d for d in deps if d.startswith("zipar.zipar_core.models")], (name, deps)
 
 
+def test_only_the_command_line_imports_the_command_line():
+    """cli/ words things for the command line; the core, the pipeline, the nodes and the demo model sit below it
+    (DESIGN: "the pipeline, the nodes, the demo and the families never import cli/")."""
+    graph = _module_imports()
+    up = [(m, d) for m, deps in graph.items() if not m.startswith("zipar.cli") for d in deps
+          if d.startswith("zipar.cli")]
+    assert up == []
+
+
 def test_help_and_steps_import_no_torch():
     for argv in (["--help"], ["steps", "--rows", "4", "--cols", "6"]):
         run = subprocess.run([sys.executable, "-X", "importtime", "-c",
