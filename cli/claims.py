@@ -59,8 +59,12 @@ class Claims:
                 if not self._take_over(path):
                     return False
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({**self.me, "time": time.time()}, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({**self.me, "time": time.time()}, f)
+            except BaseException:  # a full disk: no empty claim left behind to block the image
+                os.unlink(path)
+                raise
             self.held.add(index)
             return True
         return False

@@ -29,6 +29,7 @@ import socket
 import sys
 import time
 
+from ..zipar_core.files import atomic_write, check_space, png_bound, writable_folder
 from .claims import Claims
 from .common import (
     device_of,
@@ -40,7 +41,7 @@ from .common import (
     versions,
     warn,
 )
-from .outputs import atomic_write, remove_dead_temps, save_png, writable_folder
+from .outputs import remove_dead_temps, save_png
 from .runner import decode, image_meta, load_checked, memory_plan, preflight
 from .source import fingerprint, model_options, resolve_source
 
@@ -277,6 +278,9 @@ def _make(pipe, checked, source, args, folder, kind, items, total, rank, world, 
             if not todo:
                 claims.release_all()
                 continue
+            # the PNGs this batch writes must fit before it is decoded (a full disk found after minutes of work)
+            check_space(folder, len(todo) * png_bound(checked.record["height"], checked.record["width"]),
+                        f"batch {k} ({len(todo)} images)", "--out")
             conds = [items[i // per] for i in run_on]
             call = {"prompt": conds} if kind == "prompt" else {"class_labels": conds}
             t = time.perf_counter()
@@ -322,6 +326,7 @@ def write_npz(folder: str, total: int, name: str) -> str | None:
         return None
     arr = np.stack([np.asarray(Image.open(image_path(folder, i)).convert("RGB")) for i in range(total)])
     path = os.path.join(folder, name)
+    check_space(folder, arr.nbytes + (1 << 20), f"packing {name} ({total} images)", "--out")
 
     def write(tmp):
         with open(tmp, "wb") as f:
