@@ -23,12 +23,13 @@ DTYPES = ("keep", "float32", "bfloat16", "float16")
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="write a model once in transformers' layout (safetensors, no pickles)",
                        description=__doc__.split("\n\n")[1])
-    p.add_argument("src", help="model folder, hub id or LlamaGen checkpoint file, in any layout ZipAR loads")
+    p.add_argument("src", help="model folder, hub id or LlamaGen checkpoint file, in any layout ZipAR loads, or 'demo' "
+                               "(the embedded demo model)")
     p.add_argument("dst", help="new (or empty) folder to write")
     p.add_argument("--dtype", default="keep", choices=DTYPES, help="weights' dtype (default: as in SRC)")
     p.add_argument("--vision-tokenizer", help="Emu3-VisionTokenizer folder or hub id (BAAI's Emu3-Gen layout)")
     p.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT)")
-    p.add_argument("--llamagen-vq", help="LlamaGen VQ checkpoint, if not beside the GPT file")
+    p.add_argument("--vq", "--llamagen-vq", dest="vq", help="LlamaGen VQ checkpoint, if not beside the GPT file")
     p.add_argument("--t5", help="FLAN-T5-XL folder (text-to-image LlamaGen)")
     p.add_argument("--image-size", type=int, help="LlamaGen training size, when the GPT file name does not say")
     p.add_argument("--n-head", type=int, help="LlamaGen heads, for a GPT file that matches no preset")
@@ -36,7 +37,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> None:
-    src, dst = os.fspath(args.src), os.fspath(args.dst)
+    from ..zipar_core.models.registry import builtin_path
+
+    src, dst = builtin_path(args.src) or os.fspath(args.src), os.fspath(args.dst)
     if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
         raise ValueError(f"{dst} exists and is not an empty folder: give a new folder to write the converted model to")
     if os.path.exists(src) and os.path.abspath(dst) == os.path.abspath(src):
@@ -46,11 +49,11 @@ def run(args) -> None:
     from ..zipar_core.models import load_model
 
     options = {k: v for k, v in (("vision_tokenizer", args.vision_tokenizer), ("vqgan", args.vqgan),
-                                 ("vq_path", args.llamagen_vq), ("t5_path", args.t5), ("image_size", args.image_size),
+                                 ("vq_path", args.vq), ("t5_path", args.t5), ("image_size", args.image_size),
                                  ("n_head", args.n_head)) if v}
     dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
     adapter = load_model(src, torch_dtype=dtype, device="cpu", **options)
-    names = llamagen_names(src, args.llamagen_vq) if adapter.family == "llamagen" else {}
+    names = llamagen_names(src, args.vq) if adapter.family == "llamagen" else {}
     written = adapter.save_pretrained(dst, **names)
     print(f"zipar convert: wrote {adapter.family} model to {dst}: {', '.join(written)}")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from ..zipar_core.errors import SettingError
 from ..zipar_core.model_files import file_sha256, is_checkpoint, is_hub_id
+from ..zipar_core.models.registry import DEMO, DEMO_FILES, builtin_path
 
-DEMO = "demo"
 HASH_LIMIT = 256 << 20  # files up to this size are identified by content (sha256), larger ones by size + mtime
 
 
@@ -61,13 +61,13 @@ def resolve_source(args) -> Source:
         raise ValueError("give --model: 'demo', a model folder, a LlamaGen GPT checkpoint file or a hub id (owner/name)")
     extra = {"vq": _local(args.vq, "file", "--vq", folder=False), "t5": _local(args.t5, "folder", "--t5", folder=True),
              "vqgan": _local(args.vqgan, "file or folder", "--vqgan")}
-    if name == DEMO and not os.path.exists(name):
-        from ..demo_model import GPT_WEIGHTS, VQ_WEIGHTS
-
-        for p in (GPT_WEIGHTS, VQ_WEIGHTS):
-            if not os.path.isfile(p):
-                raise FileNotFoundError(f"the demo model's weights are missing ({p}); reinstall zipar")
-        return Source(DEMO, DEMO, GPT_WEIGHTS, vq=VQ_WEIGHTS)
+    demo = builtin_path(name)  # the built-in name wins over a folder called "demo" (that one is ./demo)
+    if demo is not None:
+        if os.path.exists(name):
+            print(f"--model {DEMO}: the embedded demo model (for the {'folder' if os.path.isdir(name) else 'file'} "
+                  f"named {DEMO} here, write ./{DEMO})", file=sys.stderr)
+        gpt, vq = (os.path.join(demo, f) for f in DEMO_FILES)
+        return Source(DEMO, DEMO, gpt, vq=vq)
     full = os.path.abspath(os.path.expanduser(name))
     if os.path.isfile(full):
         if not is_checkpoint(full):

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 
+from ..zipar_core.models.registry import DEMO_FILES, DEMO_FOLDER
 from .dataset import CLASSES, IMAGE_SIZE, NUM_CLASSES
 
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-GPT_WEIGHTS = os.path.join(WEIGHTS_DIR, "c2i_demo_32.safetensors")
-VQ_WEIGHTS = os.path.join(WEIGHTS_DIR, "vq_demo.safetensors")
+WEIGHTS_DIR = DEMO_FOLDER  # the registry names the built-in model ("demo") and where its files are
+GPT_WEIGHTS, VQ_WEIGHTS = (os.path.join(WEIGHTS_DIR, f) for f in DEMO_FILES)
 GUIDANCE_SCALE = 2.0  # the default of the demo, the evaluation and the ComfyUI workflow
 
 __all__ = ["CLASSES", "GPT_WEIGHTS", "GUIDANCE_SCALE", "IMAGE_SIZE", "NUM_CLASSES", "VQ_WEIGHTS", "WEIGHTS_DIR",

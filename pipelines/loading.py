@@ -25,8 +25,8 @@ class PipelineLoadingMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """A ZipAR pipeline folder (``model_index.json``, written by ``save_pretrained``), or a model folder / hub
-        id of Janus-Pro, Emu3-Gen or Lumina-mGPT (``config.json``; transformers' layout or the original
+        """``"demo"`` (the embedded demo model), a ZipAR pipeline folder (``model_index.json``, written by
+        ``save_pretrained``), or a model folder / hub id of Janus-Pro, Emu3-Gen or Lumina-mGPT (``config.json``; transformers' layout or the original
         publisher's, README "Model folders you can download"), or a folder of
         LlamaGen's release files (see :meth:`from_original`). LlamaGen's checkpoint files by name load with
         :meth:`from_llamagen_checkpoints`.
@@ -34,7 +34,7 @@ class PipelineLoadingMixin:
         kwargs: diffusers' loading options (``dtype``, ...) and ZipAR settings (``mode``, ``window``, ...);
         for an original folder also ``device``, ``attn_implementation`` and, for Lumina-mGPT, ``vqgan`` (the
         Chameleon ``vqgan.ckpt`` file or folder) and ``target_size``."""
-        path = os.fspath(pretrained_model_name_or_path)
+        path = registry.builtin_path(pretrained_model_name_or_path) or os.fspath(pretrained_model_name_or_path)
         if os.path.isfile(path):
             raise ValueError(f"{path} is a file. LlamaGen checkpoint files load with "
                              "ZipARPipeline.from_llamagen_checkpoints(gpt_path, vq_path, t5_path=None); "

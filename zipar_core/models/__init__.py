@@ -7,17 +7,19 @@ cheap.
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..model_files import is_hub_id
 from . import registry
 
+if TYPE_CHECKING:
+    import torch
+
 
 def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device=None,
                **kwargs):
-    """An adapter for a local model folder, a checkpoint file or a hub id; the family is detected
-    (``registry.detect``) and its adapter's ``from_pretrained`` loads it:
+    """An adapter for a local model folder, a checkpoint file, a hub id or ``"demo"`` (the embedded demo model);
+    the family is detected (``registry.detect``) and its adapter's ``from_pretrained`` loads it:
 
     - a folder or hub id with a ``config.json``: Janus-Pro, Emu3-Gen or Lumina-mGPT (by ``model_type``), in
       transformers' layout or in the original publisher's (DeepSeek's, BAAI's, Alpha-VLLM's), which the
@@ -31,7 +33,7 @@ def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None
     ``attn_implementation``, ``vqgan``, ``target_size`` for the transformers families, ``vision_tokenizer``
     for Emu3-Gen in BAAI's layout).
     """
-    path = os.fspath(path_or_id)
+    path = registry.builtin_path(path_or_id) or os.fspath(path_or_id)  # "demo": the embedded demo model
     if os.path.exists(path):
         family = registry.detect(path)
     elif not is_hub_id(path):

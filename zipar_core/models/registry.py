@@ -19,6 +19,25 @@ from ..model_files import PART_MODEL_TYPES
 
 _MODELS = __name__.rsplit(".", 1)[0]  # zipar.zipar_core.models (whatever the top package is called)
 
+# The embedded demo model's name in every face (load_model, ZipARPipeline.from_pretrained, --model, zipar convert):
+# the built-in name wins over a local folder called "demo" (reach that one as ./demo). Its files ship in the package.
+DEMO = "demo"
+DEMO_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "demo_model", "weights")
+DEMO_FILES = ("c2i_demo_32.safetensors", "vq_demo.safetensors")  # its GPT and its VQ tokenizer
+
+
+def builtin_path(name) -> str | None:
+    """The folder a built-in model name stands for (``"demo"``), or None when ``name`` is not one; a missing
+    file of the demo model is an error that says so."""
+    if not isinstance(name, str) or name != DEMO:
+        return None
+    missing = [f for f in DEMO_FILES if not os.path.isfile(os.path.join(DEMO_FOLDER, f))]
+    if missing:
+        raise FileNotFoundError(f"the demo model's weights are missing ({', '.join(missing)} in {DEMO_FOLDER}); "
+                                "reinstall zipar")
+    return DEMO_FOLDER
+
 
 @dataclass(frozen=True)
 class Defaults:
