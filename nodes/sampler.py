@@ -87,20 +87,17 @@ def class_labels_from_prompt(prompt: str, num_classes: int | None, batch_size: i
     return [labels[i % len(labels)] for i in range(batch_size)]
 
 
-def preview_fn(adapter, factor: int):
+def preview_fn(adapter):
     """codes (B, H, W), -1 where undecoded -> PIL preview of image 0: decoded tokens through the VQ
     decoder, undecoded ones grey, so the rows can be watched filling in."""
     import torch
     from PIL import Image
 
+    from ..zipar_core.protocol import decode_known
+
     def preview(codes):
-        c = codes[:1]
-        known = c >= 0
         with torch.no_grad():
-            img = adapter.decode(c.clamp(min=0)).float()  # (1, 3, h, w) in [-1, 1]
-        mask = known[:, None].float().repeat_interleave(factor, 2).repeat_interleave(factor, 3)
-        mask = mask[..., : img.shape[-2], : img.shape[-1]].to(img.device)
-        img = img * mask  # 0 = mid grey
+            img = decode_known(adapter, codes[:1])  # (1, 3, h, w) in [-1, 1], undecoded tokens mid grey
         arr = ((img[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
         return Image.fromarray(arr)
 
@@ -301,7 +298,7 @@ class ZipARSampler:
             dev = adapter.device
             gens = [torch.Generator(device=dev).manual_seed((int(seed) + i) % (MAX_SEED + 1))
                     for i in range(batch_size)]
-            preview = preview_fn(adapter, adapter.downsample) if glue.previews_enabled() else None
+            preview = preview_fn(adapter) if glue.previews_enabled() else None
             progress = glue.PassProgress(expected_passes(layout, config), preview,
                                          exact=passes_known_up_front(config))
             result = generate(adapter, cond, config, generator=gens, callback=progress)

@@ -32,8 +32,8 @@ from diffusers.utils import logging, replace_example_docstring
 from ..zipar_core.config import ZipARConfig
 from ..zipar_core.errors import SettingError
 from ..zipar_core.models import registry
-from ..zipar_core.protocol import Conditioning, Request
-from ..zipar_core.sampler import generate
+from ..zipar_core.protocol import Conditioning, Request, decode_known
+from ..zipar_core.sampler import DecodingCancelled, generate
 from ..zipar_core.schedule import expected_passes
 
 # diffusers resolves saved components by importing their classes from the module model_index.json names
@@ -166,11 +166,11 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
 
     def decode_codes(self, codes: torch.Tensor, output_type: str = "pil", adapter=None):
         """VQ code grids (batch, rows, cols) -> images in ``output_type`` ("pil", "np", "pt"): what ``__call__``
-        does last. Convolution kernels may round a pixel differently in another batch (by 1/255 at most here),
+        does last. Codes of -1 (tokens an interrupted call did not decode) become mid-grey pixels. Convolution kernels may round a pixel differently in another batch (by 1/255 at most here),
         so code that needs an image independent of its batch decodes it alone."""
         adapter = adapter or self.build_adapter()
         self._onload("vqvae" if self.vqvae is not None else "transformer")
-        return self.image_processor.postprocess(adapter.decode(codes).float(), output_type=output_type)
+        return self.image_processor.postprocess(decode_known(adapter, codes), output_type=output_type)
 
     def encode_prompt(self, prompt=None, class_labels=None, negative_prompt=None, num_images_per_prompt: int = 1,
                       height: int | None = None, width: int | None = None, guidance_scale: float | None = None):
@@ -269,8 +269,9 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
                 `callback_on_step_end(pipe, step, step, callback_kwargs)`; `callback_kwargs["codes"]` is the live
                 `(batch, rows, cols)` code buffer, -1 where not decoded yet (copy it to keep it). A `codes` tensor
                 in the returned dict replaces the buffer; it may change only the tokens sampled in that pass (the
-                model has read the others already). Set `pipe._interrupt = True` inside it to stop (raises
-                `DecodingCancelled`).
+                model has read the others already). Set `pipe._interrupt = True` inside it to stop after the pass
+                that is running: the call returns what was decoded, as diffusers pipelines do (`stats.stopped` is
+                True, `codes` hold -1 and the images mid grey where no token was decoded yet).
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed to the callback (only "codes").
             compile (`bool`, defaults to False): run the decoding steps at static shapes through `torch.compile`.
             cuda_graphs (`bool`, defaults to False): on CUDA, capture one CUDA graph per number of rows in flight
@@ -320,10 +321,14 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
                     return outputs.get("codes")
                 return None
 
-            result = generate(adapter, cond, config, generator=generator, callback=on_pass,
-                              cancel=lambda: self._interrupt, compile=compile, cuda_graphs=cuda_graphs)
+            try:
+                result = generate(adapter, cond, config, generator=generator, callback=on_pass,
+                                  cancel=lambda: self._interrupt, compile=compile, cuda_graphs=cuda_graphs)
+            except DecodingCancelled as stop:  # `pipe._interrupt = True`: return what was decoded, as diffusers does
+                result = stop.result
+                logger.info(f"interrupted after {result.stats.passes} forward passes: returning the partial images")
 
-        # 4. Decode the codes to pixels
+        # 4. Decode the codes to pixels (tokens not decoded yet, when interrupted, mid grey)
         images = result.codes if output_type in ("codes", "latent") else \
             self.decode_codes(result.codes, output_type, adapter=adapter)
         self.maybe_free_model_hooks()

@@ -158,15 +158,19 @@ def test_same_generator_same_image_and_seeds_differ(model):
 def test_callback_sees_every_pass_and_cancel_stops_within_one(model):
     seen = []
     cfg = ZipARConfig(window=2)
-    r = generate(model, model.prepare([1], ROWS, COLS), cfg,
+    r = generate(model, model.prepare([1], ROWS, COLS), cfg, generator=torch.Generator().manual_seed(0),
                  callback=lambda step, codes, stats: seen.append((step, int((codes >= 0).sum()), stats.passes)))
     assert [s for s, _, _ in seen] == list(range(r.stats.passes))
     assert seen[-1][1] == ROWS * COLS and seen[0][1] == 1
     calls = []
-    with pytest.raises(DecodingCancelled):
+    with pytest.raises(DecodingCancelled) as stop:
         generate(model, model.prepare([1], ROWS, COLS), cfg, cancel=lambda: len(calls) >= 3,
-                 callback=lambda *a: calls.append(1))
+                 callback=lambda *a: calls.append(1), generator=torch.Generator().manual_seed(0))
     assert len(calls) == 3  # stopped right after the pass that asked
+    partial = stop.value.result  # what was decoded until then, -1 elsewhere
+    assert partial.stats.stopped and partial.stats.passes == 4
+    known = partial.codes >= 0
+    assert int(known.sum()) == seen[3][1] and torch.equal(partial.codes[known], r.codes[known])
 
 
 def test_bad_input_is_refused_with_the_fix(model):

@@ -108,6 +108,16 @@ class ZipARModel(Protocol):
         """codes (B, H, W) long -> images (B, 3, H*f, W*f) float in [-1, 1]."""
 
 
+def decode_known(model: ZipARModel, codes: torch.Tensor) -> torch.Tensor:
+    """Pixels of a partly decoded grid: codes (B, H, W), -1 where not decoded yet -> (B, 3, H*f, W*f) in [-1, 1],
+    the undecoded tokens' pixels mid grey (0). For previews and for a run stopped before its end."""
+    known = codes >= 0
+    images = model.decode(codes.clamp(min=0)).float()
+    f = model.downsample
+    mask = known[:, None].float().repeat_interleave(f, 2).repeat_interleave(f, 3)
+    return images * mask[..., : images.shape[-2], : images.shape[-1]].to(images.device)
+
+
 class AdapterBase:
     """The uniform front door every family shares: ``check`` validates, ``encode`` (the family's hook)
     builds the conditioning, ``prepare`` is both. Subclasses set ``family``, ``conditioning``,

@@ -37,7 +37,12 @@ from .step_runner import StaticStep
 
 
 class DecodingCancelled(RuntimeError):
-    """Raised when the ``cancel`` hook asks to stop; nothing partial is returned."""
+    """Raised when the ``cancel`` hook asks to stop. ``result`` holds what was decoded until then: the codes (-1
+    where a token was not decoded yet) and the statistics (``stats.stopped`` True)."""
+
+    def __init__(self, message: str, result: ZipARResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -52,6 +57,7 @@ class DecodeStats:
     model_seconds: float | None = None  # time inside the model's forward calls (None: not measured)
     sample_passes: list[int] = field(default_factory=list)  # passes each image needed on its own
     expected_passes: int | None = None  # known up front in ntp/fixed mode (progress bars)
+    stopped: bool = False  # cancelled before the grid was complete (the codes hold -1 where not decoded)
 
     @property
     def tokens_per_pass(self) -> float:
@@ -71,7 +77,7 @@ class DecodeStats:
                 "tokens_per_pass": self.tokens_per_pass, "drafts_proposed": self.drafts_proposed,
                 "drafts_accepted": self.drafts_accepted, "mean_accepted_length": self.mean_accepted_length,
                 "seconds": self.seconds, "model_seconds": self.model_seconds,
-                "sample_passes": list(self.sample_passes)}
+                "sample_passes": list(self.sample_passes), "stopped": self.stopped}
 
 
 @dataclass
@@ -106,8 +112,8 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     live (B, H, W) buffer, -1 where undecoded: copy it to keep it. It may return a (B, H, W) tensor to replace
     the tokens that pass sampled (their final values, which the next pass feeds); changing any other token
     is refused, because the model has read it already (or, for an adaptive draft, still verifies it).
-    cancel() -> True stops with
-    :class:`DecodingCancelled` within one pass. profile: synchronise around model calls to time them.
+    cancel() -> True stops with :class:`DecodingCancelled` within one pass; the exception carries the partial
+    result. profile: synchronise around model calls to time them.
     compile / cuda_graphs: run the decoding steps at static shapes (``step_runner.StaticStep``) through
     ``torch.compile`` and, on CUDA, CUDA graphs captured per number of query tokens.
     """
@@ -141,6 +147,22 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     if jacobi:
         sched = [JacobiSchedule(layout, config) for _ in range(B)]
 
+    try:
+        _decode(model, cond, config, codes, sampler, filled, cache, stats, timer, step_forward, sched, callback,
+                cancel, scratch)
+    except DecodingCancelled as stop:
+        stats.stopped, stats.seconds = True, time.perf_counter() - t0
+        stop.result = ZipARResult(codes[:, :HW].view(B, layout.rows, layout.cols).clone(), stats)
+        raise
+    stats.seconds = time.perf_counter() - t0
+    return ZipARResult(codes[:, :HW].view(B, layout.rows, layout.cols).clone(), stats)
+
+
+def _decode(model, cond, config, codes, sampler, filled, cache, stats, timer, step_forward, sched, callback, cancel,
+            scratch) -> None:
+    """Prefill, then every pass of the schedule."""
+    layout, B, N, dev, HW = cond.layout, cond.batch_size, cond.num_rows, codes.device, cond.layout.num_tokens
+    jacobi = config.mode in JACOBI_MODES
     prefix_slots = torch.arange(layout.prefix, device=dev).expand(N, -1)
     with timer:
         logits = model.prefill(cond, cache, visibility_mask(filled, prefix_slots, layout.prefix))
@@ -150,7 +172,7 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     _notify(callback, cancel, 0, codes, layout, stats, lambda: first)
 
     if jacobi:
-        _decode_jacobi(sched, JacobiVerifier(config, B, V, sampler.gens, codes), step_forward, cond, filled, timer,
+        _decode_jacobi(sched, JacobiVerifier(config, B, model.codebook_size, sampler.gens, codes), step_forward, cond, filled, timer,
                        stats, lambda f: _notify(callback, cancel, stats.passes - 1, codes, layout, stats, f), scratch)
     for step in ([] if jacobi else _steps(sched, layout, config, scratch, dev)):
         plans = step.plans * (B // len(step.plans))  # fixed/ntp: one plan shared by every image
@@ -168,9 +190,6 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
         _count(stats, plans, accepted)
         _notify(callback, cancel, stats.passes - 1, codes, layout, stats,
                 lambda: _final_targets(step.target, B, drafts, HW + 1))
-
-    stats.seconds = time.perf_counter() - t0
-    return ZipARResult(codes[:, :HW].view(B, layout.rows, layout.cols).clone(), stats)
 
 
 class _TokenSampler:
