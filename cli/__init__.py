@@ -15,9 +15,16 @@ from importlib import import_module
 COMMANDS = ("generate", "sample", "demo", "bench", "steps", "convert")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad value is one line (not the whole usage first) that says where the help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zipar", description="ZipAR parallel decoding for AR image models")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="zipar", description="ZipAR parallel decoding for AR image models")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in COMMANDS:
         import_module(f".{name}", __name__).add_parser(sub)
     return parser
@@ -30,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def one_line(message, category, filename, lineno, file=None, line=None):  # a warning, not a code listing
-        print(f"zipar {args.command}: warning: {message}", file=sys.stderr)
+        print(f"zipar {args.command}: warning: {render(message, flag)}", file=sys.stderr)
     shown, warnings.showwarning = warnings.showwarning, one_line
     try:
         args.func(args)

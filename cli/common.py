@@ -9,7 +9,7 @@ import math
 import os
 import sys
 
-from ..zipar_core.config import DRAFT_INITS, MODES
+from ..zipar_core.config import DRAFT_INITS, MODE_HELP, MODES
 
 # ZipAR settings a user can set on the command line: the ZipARPipeline.__call__ argument of each name.
 SETTINGS = ("mode", "window", "draft_length", "draft_init", "guidance_scale", "temperature", "top_k", "top_p",
@@ -75,8 +75,7 @@ def model_args(p) -> None:
 
 def setting_args(p) -> None:
     g = p.add_argument_group("decoding (default: the pipeline's config, then the model family's own defaults)")
-    g.add_argument("--mode", choices=MODES, help="ntp, fixed (ZipAR), adaptive (ZipAR, speculative row starts), sjd "
-                                                "(speculative Jacobi drafts, raster), zipar_sjd (ZipAR rows with drafts)")
+    g.add_argument("--mode", choices=MODES, help="; ".join(f"{m}: {MODE_HELP[m]}" for m in MODES).replace("`", ""))
     g.add_argument("--window", type=positive_int, help="ZipAR window s (adaptive: the minimum window)")
     g.add_argument("--draft-length", type=positive_int, help="sjd / zipar_sjd: draft tokens per chain")
     g.add_argument("--draft-init", choices=DRAFT_INITS, help="sjd / zipar_sjd: new drafts start random or spatial")
@@ -143,3 +142,16 @@ def versions() -> dict:
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 image', '2 images'; '3 batches' with plural="batches"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3.5 min', '2.1 h', '4.3 days'."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"

@@ -18,11 +18,16 @@ from __future__ import annotations
 import os
 
 DTYPES = ("keep", "float32", "bfloat16", "float16")
+DESCRIPTION = ("SRC is anything the loaders take: a folder or hub id in an original publisher's layout or transformers', "
+               "a LlamaGen checkpoint file or folder, or 'demo'. DST becomes a folder in transformers' own layout "
+               "(safetensors, config.json, generation config, tokenizer; Lumina-mGPT also vqgan.safetensors) for "
+               "Janus-Pro, Emu3-Gen and Lumina-mGPT, and a folder of .safetensors files for LlamaGen. Every face loads "
+               "it with no conversion and no pickle.")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="write a model once in transformers' layout (safetensors, no pickles)",
-                       description=__doc__.split("\n\n")[1])
+                       description=DESCRIPTION)
     p.add_argument("src", help="model folder, hub id or LlamaGen checkpoint file, in any layout ZipAR loads, or 'demo' "
                                "(the embedded demo model)")
     p.add_argument("dst", help="new (or empty) folder to write")

@@ -7,15 +7,19 @@ runs a LlamaGen of a chosen size with RANDOM weights instead: real pass counts a
 """
 from __future__ import annotations
 
+import os
 import time
 
+from ..zipar_core.models.registry import RANDOM_PRESETS
 from .common import finite_float, positive_int
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="NTP vs ZipAR on the embedded demo model: passes, seconds, images side by side")
-    p.add_argument("--windows", type=positive_int, nargs="+", default=[4, 2], help="ZipAR fixed windows to run")
-    p.add_argument("--adaptive", type=positive_int, nargs="*", default=[3], help="adaptive minimum windows to run")
+    p.add_argument("--windows", type=positive_int, nargs="+", default=[4, 2],
+                   help="ZipAR fixed windows to run (each at most the grid width: 16 for the demo model)")
+    p.add_argument("--adaptive", type=positive_int, nargs="*", default=[3],
+                   help="adaptive minimum windows to run (each at most the grid width)")
     p.add_argument("--sjd", type=positive_int, nargs="*", default=[8], help="sjd draft lengths to run")
     p.add_argument("--zipar-sjd", type=positive_int, nargs="*", default=[4], help="zipar_sjd windows to run")
     p.add_argument("--draft-length", type=positive_int, default=None,
@@ -27,9 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="zipar_demo.png", help="PNG of the images, one row per mode ('' to skip)")
     p.add_argument("--random", action="store_true", help="a LlamaGen with RANDOM weights instead (--preset sets its size)")
-    p.add_argument("--preset", default=None,
-                   help="with --random: 'tiny' (dim 256, 4 layers; the default) or a LlamaGen size: GPT-B, GPT-L, "
-                        "GPT-XL, GPT-XXL, GPT-3B (implies --random)")
+    p.add_argument("--preset", default=None, choices=RANDOM_PRESETS,
+                   help="with --random: tiny (dim 256, 4 layers; the default) or a LlamaGen size (implies --random)")
     p.add_argument("--grid", type=positive_int, default=16, help="with --random: tokens per side")
     p.set_defaults(func=run)
 
@@ -42,6 +45,8 @@ def run(args) -> None:
     from ..zipar_core.models import registry
 
     random = args.random or args.preset is not None
+    # the windows against the grid before anything loads (a window wider than the grid is refused, not dropped)
+    default_configs(args.grid if random else demo_grid(), args.windows, args.adaptive, args.sjd, args.zipar_sjd)
     t = time.perf_counter()
     if random:
         preset = args.preset or "tiny"
@@ -85,6 +90,15 @@ def run(args) -> None:
     if args.out and model.vq is not None:
         save_side_by_side(model, results, args.out)
         print(f"saved {args.out}: one row per mode, same seeds in every row")
+
+
+def demo_grid() -> int:
+    """Tokens per side of the embedded demo model, from its GPT file's metadata (no weights loaded)."""
+    from ..zipar_core.model_files import safetensors_metadata
+    from ..zipar_core.models.registry import DEMO_FILES, DEMO_FOLDER, builtin_path
+
+    meta = safetensors_metadata(os.path.join(builtin_path("demo") or DEMO_FOLDER, DEMO_FILES[0]))
+    return int(meta["image_size"]) // int(meta["pixels_per_token"])
 
 
 def save_side_by_side(model, results, path: str, scale: int = 4) -> None:

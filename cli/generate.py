@@ -12,7 +12,17 @@ from __future__ import annotations
 import inspect
 import sys
 
-from .common import device_of, layout_matters, model_args, positive_int, setting_args, settings_of, warn
+from .common import (
+    count,
+    device_of,
+    duration,
+    layout_matters,
+    model_args,
+    positive_int,
+    setting_args,
+    settings_of,
+    warn,
+)
 from .outputs import OutputError, image_paths, png_meta_of, save_png
 from .runner import decode, image_meta, load_checked, memory_plan, preflight
 from .source import resolve_source
@@ -25,7 +35,9 @@ def add_parser(sub) -> None:
     model_args(p)
     cond = p.add_mutually_exclusive_group()
     cond.add_argument("--prompt", help="text prompt (text-to-image models)")
-    cond.add_argument("--class-label", type=int, help="class id (class-conditional LlamaGen, ImageNet 0..999)")
+    cond.add_argument("--class-label", type=int,
+                      help="class id, for class-conditional models, in the model's own range (LlamaGen c2i: ImageNet "
+                           "0..999; the demo model: its shape classes, which zipar demo lists); refused outside it")
     cond.add_argument("--from-png", metavar="FILE",
                       help="make the image FILE holds again: its model, condition, seed and settings from its metadata "
                            "(--model, -o and decoding flags given here override it)")
@@ -60,6 +72,10 @@ def run(args) -> None:
         return _reproduce(pipe, checked, source, args, settings, condition, cond_key, batch_plan, device, paths[0])
     est = memory_plan(checked, batch, device, what)
     pipe.set_progress_bar_config(disable=False)
+    n_batches = -(-n // batch)
+    if n_batches > 1:
+        print(f"{count(n, 'image')} in {count(n_batches, 'batch', 'batches')} of {batch} ({paths[0]} .. {paths[n - 1]})",
+              file=sys.stderr)
     passes = seconds = 0.0
     for start in range(0, n, batch):
         seeds = [args.seed + i for i in range(start, min(n, start + batch))]
@@ -73,6 +89,9 @@ def run(args) -> None:
             print(paths[start + b])
         passes, seconds = out.stats.passes, seconds + out.stats.seconds
         tokens = out.stats.tokens
+        if start == 0 and n_batches > 1:
+            print(f"batch 1 of {n_batches}: {seconds:.1f} s; at this rate the rest takes about "
+                  f"{duration(seconds * (n - batch) / batch)}", file=sys.stderr)
     print(f"{passes} forward passes for {tokens} tokens per image ({tokens / max(passes, 1):.2f} tokens/pass), "
           f"{seconds:.2f} s", file=sys.stderr)
 

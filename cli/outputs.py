@@ -27,7 +27,9 @@ class ImagePaths:
         self.stem, self.ext, self.n = stem, ext, n
 
     def __getitem__(self, i: int) -> str:
-        return self.stem + self.ext if self.n == 1 else f"{self.stem}-{i}{self.ext}"
+        """NAME.png for one image; NAME-0.png .. NAME-9.png, NAME-00.png .. NAME-99.png, ...: zero-padded to the
+        width of the last index, so the files sort in order."""
+        return self.stem + self.ext if self.n == 1 else f"{self.stem}-{i:0{len(str(self.n - 1))}d}{self.ext}"
 
 
 def image_paths(output: str, n: int, flag: str = "-o/--output") -> ImagePaths:

@@ -32,6 +32,7 @@ import time
 from ..zipar_core.files import atomic_write, check_space, png_bound, writable_folder
 from .claims import Claims
 from .common import (
+    count,
     device_of,
     layout_matters,
     model_args,
@@ -79,16 +80,12 @@ def parse_classes(spec: str) -> list[int]:
         if not part:
             continue
         try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                lo, hi = int(lo), int(hi)
-                if hi < lo:
-                    raise ValueError
-                out += range(lo, hi + 1)
-            else:
-                out.append(int(part))
+            lo, hi = (int(x) for x in part.split("-", 1)) if "-" in part[1:] else (int(part), int(part))
         except ValueError:
             raise ValueError(f"--classes: cannot read {part!r}; write ids and ranges like '0-999' or '1,5,9'") from None
+        if hi < lo:
+            raise ValueError(f"--classes: {part} is reversed; write {hi}-{lo}")
+        out += range(lo, hi + 1)
     if not out:
         raise ValueError("--classes is empty")
     return out
@@ -233,7 +230,7 @@ def run(args) -> None:
     remove_dead_temps(folder)  # what a process killed mid-write left
     tag = f"[rank {rank}/{world}]"
     missing = [i for i in range(total) if not os.path.isfile(image_path(folder, i))]
-    print(f"{tag} {total} images in the set, {len(missing)} to make", file=sys.stderr)
+    print(f"{tag} {count(total, 'image')} in the set, {len(missing)} to make", file=sys.stderr)
     if missing:
         try:
             pipe, checked = load_checked(source, args, call, settings, device)
@@ -244,7 +241,7 @@ def run(args) -> None:
             raise
         est = memory_plan(checked, args.batch_size, device, what)
         made = _make(pipe, checked, source, args, folder, kind, items, total, rank, world, device, settings, est, tag)
-        print(f"{tag} made {made} images", file=sys.stderr)
+        print(f"{tag} made {count(made, 'image')}", file=sys.stderr)
     npz = write_npz(folder, total, args.npz)
     if npz:
         print(npz)
@@ -300,7 +297,7 @@ def _make(pipe, checked, source, args, folder, kind, items, total, rank, world, 
                     "host": socket.gethostname(), "pid": os.getpid()}
             with open(log, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
-            print(f"{tag} batch {k}: wrote {len(todo)} images ({made} this run)", file=sys.stderr)
+            print(f"{tag} batch {k}: wrote {count(len(todo), 'image')} ({made} this run)", file=sys.stderr)
     except KeyboardInterrupt:
         left = sum(not os.path.isfile(image_path(folder, i)) for i in range(total))
         raise KeyboardInterrupt(f"{made} images written by this run, {left} of {total} missing; rerun the same command "
@@ -313,7 +310,7 @@ def _make(pipe, checked, source, args, folder, kind, items, total, rank, world, 
             pass
     others = claims.claimed_by_others(range(total))
     if others:
-        print(f"{tag} {others} images are claimed by other processes", file=sys.stderr)
+        print(f"{tag} {count(others, 'image')} claimed by other processes", file=sys.stderr)
     return made
 
 

@@ -44,22 +44,14 @@ def demo_facts() -> DemoFacts:
     """What the built-in demo model makes, without torch: the class names of its dataset, the class count,
     image size and token size from its GPT file's safetensors metadata (a JSON header)."""
     from ..demo_model import GPT_WEIGHTS, dataset
+    from ..zipar_core.model_files import safetensors_metadata
 
-    meta = _safetensors_metadata(GPT_WEIGHTS)
+    meta = safetensors_metadata(GPT_WEIGHTS)
     config = json.loads(meta.get("config", "{}"))
     size = int(meta.get("image_size", dataset.IMAGE_SIZE))
     return DemoFacts(num_classes=int(config.get("num_classes", dataset.NUM_CLASSES)),
                      class_names=tuple(dataset.CLASSES), image_size=size,
                      pixels_per_token=int(meta.get("pixels_per_token", 16)))
-
-
-def _safetensors_metadata(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            return json.loads(f.read(n)).get("__metadata__") or {}
-    except (OSError, ValueError, struct.error):
-        return {}  # missing or damaged: the loader says so when the demo is picked
 
 
 def builtin_demo_model(device=None, dtype=None):

@@ -18,6 +18,12 @@ def modes() -> list[str]:
     return list(MODES)
 
 
+def mode_help() -> dict[str, str]:
+    from ..zipar_core.config import MODE_HELP
+
+    return MODE_HELP
+
+
 def draft_inits() -> list[str]:
     from ..zipar_core.config import DRAFT_INITS
 
@@ -113,12 +119,13 @@ def _ntp_passes(layout) -> int:
 def stats_text(config, layout, stats, ntp: int, note: str = "", classes: str = "") -> str:
     """What was decoded, with which values (after the model defaults were filled in), and what it saved."""
     window = config.window_for(layout.cols)  # the effective one: ntp decodes whole rows
-    what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode} window {window}"
+    windowed = f" window {window}" if config.uses("window") else ""  # sjd and ntp have none
+    what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode}{windowed}"
     speedup = ntp / max(stats.passes, 1)
     head = f"ZipAR {what}: {stats.passes} forward passes for {stats.batch_size} image(s) of {layout.rows}x{layout.cols}"
     lines = [f"{head} tokens",
              f"NTP needs {ntp}: {speedup:.2f}x fewer passes, {stats.tokens_per_pass:.2f} tokens/pass",
-             (f"used: mode {config.mode}, window {window}, guidance_scale {config.guidance_scale:g}, "
+             (f"used: mode {config.mode},{windowed + ',' if windowed else ''} guidance_scale {config.guidance_scale:g}, "
               f"temperature {config.temperature:g}, top_k {config.top_k}, top_p {config.top_p:g}, "
               f"passes {stats.passes}, time {stats.seconds:.2f} s")]
     if classes:
@@ -159,19 +166,28 @@ def widget_name(setting: str) -> str:
     return {"class_labels": "prompt", "prompt": "prompt", "negative_prompt": "negative_prompt"}.get(setting, setting)
 
 
+# The one rule of these widgets: -1 is "the model's default" (as ComfyUI's own nodes use -1 for "default"), any other
+# value is the setting itself, checked like every face's: window / draft_length >= 1, guidance_scale / top_k >= 0.
+LOWEST = {"guidance_scale": 0, "top_k": 0, "window": 1, "draft_length": 1}
+
+
 def chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
                     draft_length=MODEL_DEFAULT, draft_init="model default") -> dict:
     """Widget values -> ZipAR settings; the "model default" values (-1) become None, for the registry to fill."""
-    for name, value in (("guidance_scale", guidance_scale), ("top_k", top_k), ("window", window),
-                        ("draft_length", draft_length)):
-        if value < 0 and value != MODEL_DEFAULT:
-            raise ValueError(f"ZipAR Sampler: {name} {value} is not allowed; use {MODEL_DEFAULT} for the model's "
-                             f"default, or a value >= {0 if name in ('guidance_scale', 'top_k') else 1}")
-    return {"mode": mode, "window": None if window <= 0 else int(window),
-            "guidance_scale": None if guidance_scale < 0 else float(guidance_scale), "temperature": float(temperature),
-            "top_k": None if top_k < 0 else int(top_k), "top_p": float(top_p), "paper_first_row": bool(paper_first_row),
-            "draft_length": None if draft_length <= 0 else int(draft_length),
+    values = {"guidance_scale": guidance_scale, "top_k": top_k, "window": window, "draft_length": draft_length}
+    for name, value in values.items():
+        if value != MODEL_DEFAULT and value < LOWEST[name]:
+            raise ValueError(f"ZipAR Sampler: {name} {value:g} is not allowed; use {MODEL_DEFAULT} for the model's "
+                             f"default, or a value >= {LOWEST[name]}")
+    given = {k: None if v == MODEL_DEFAULT else v for k, v in values.items()}
+    return {"mode": mode, "window": _maybe(int, given["window"]), "guidance_scale": _maybe(float, given["guidance_scale"]),
+            "temperature": float(temperature), "top_k": _maybe(int, given["top_k"]), "top_p": float(top_p),
+            "paper_first_row": bool(paper_first_row), "draft_length": _maybe(int, given["draft_length"]),
             "draft_init": None if draft_init == "model default" else draft_init}
+
+
+def _maybe(kind, value):
+    return None if value is None else kind(value)
 
 
 class ZipARSampler:
@@ -214,7 +230,7 @@ class ZipARSampler:
                                "1.0 = off."}),
                 "mode": (modes(), {
                     "default": "fixed",
-                    "tooltip": " ".join(f"{m}: {MODE_HELP.get(m, 'see the README (Python API).')}" for m in modes())}),
+                    "tooltip": " ".join(f"{m}: {mode_help()[m]}." for m in modes())}),
                 "window": ("INT", {
                     "default": MODEL_DEFAULT, "min": MODEL_DEFAULT, "max": 512,
                     "tooltip": "Tokens of the row above a token waits for (adaptive: the minimum). Smaller = "
@@ -305,16 +321,6 @@ class ZipARSampler:
             progress.finish()
         codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict(), config.to_dict())
         return codes, stats_text(config, layout, result.stats, _ntp_passes(layout), note, classes)
-
-
-MODE_HELP = {
-    "fixed": "a row starts once the row above has `window` tokens (paper eq. 1).",
-    "adaptive": "rows start as early as `window` tokens and are checked against more context (paper eq. 2-3).",
-    "ntp": "plain raster order, one token per pass (the baseline).",
-    "sjd": "speculative Jacobi decoding in raster order: `draft_length` guessed tokens checked per pass, the "
-           "sampling distribution kept.",
-    "zipar_sjd": "fixed-window rows (as fixed), each row carrying its own `draft_length` Jacobi drafts.",
-}
 
 
 def _demo_classes() -> str:

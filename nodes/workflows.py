@@ -50,6 +50,10 @@ class Template:
     batch_size: int = 1
     prefix: str = "ZipAR"  # SaveImage filename prefix
     remark: str = ""  # one more sentence for the note
+    # single files the frontend may offer to download (the loader node's properties.models): (name, url); only
+    # where the loader's entry is such a file (ComfyUI's frontend matches a declaration to a COMBO value ending in a
+    # model file extension, and downloads from huggingface.co files named .safetensors / .pt / .ckpt / ...)
+    downloads: tuple[tuple[str, str], ...] = ()
 
 
 def _demo_template() -> Template:
@@ -59,7 +63,9 @@ def _demo_template() -> Template:
     side = facts.image_size // facts.pixels_per_token
     shown = min(4, facts.num_classes)
     return Template(
-        name="ZipAR demo (no download)", family="llamagen", variant="demo", kind="built-in demo model",
+        # "Demo" with a capital: ComfyUI lists a pack's templates by file name, upper case before lower, so the one
+        # template that runs without downloads comes first
+        name="ZipAR Demo (no download)", family="llamagen", variant="demo", kind="built-in demo model",
         entry=BUILTIN_DEMO, needs=(), source="ships with the pack (zipar.demo_model)", grid=(side, side),
         prompt=", ".join(str(i) for i in range(shown)), batch_size=shown, prefix="ZipAR/demo",
         remark=f"A small class-conditional LlamaGen trained on {facts.num_classes} procedural shape classes, "
@@ -73,11 +79,13 @@ def templates() -> list[Template]:
         _demo_template(),
         Template(
             name="ZipAR LlamaGen ImageNet classes", family="llamagen", variant="", kind="class-to-image, 384 px",
-            entry="LlamaGen-c2i-L-384", needs=("LlamaGen-c2i-L-384/", "c2i_L_384.pt", "vq_ds16_c2i.pt"),
+            entry="c2i_L_384.pt", needs=("c2i_L_384.pt", "vq_ds16_c2i.pt (beside it)"),
             source="FoundationVision/LlamaGen on Hugging Face", grid=(24, 24), prompt="207",
             prefix="ZipAR/llamagen_c2i",
             remark="The prompt is an ImageNet class number (207 = golden retriever); any c2i size works the same "
-                   "way (one GPT checkpoint and its VQ per folder)."),
+                   "way (a GPT checkpoint with its VQ beside it, or both in a folder of their own).",
+            downloads=tuple((f, f"https://huggingface.co/FoundationVision/LlamaGen/resolve/main/{f}")
+                            for f in ("c2i_L_384.pt", "vq_ds16_c2i.pt"))),
         Template(
             name="ZipAR LlamaGen text-to-image", family="llamagen", variant="t2i", kind="text-to-image, 512 px",
             entry="LlamaGen-t2i-XL-512",
@@ -137,7 +145,7 @@ def note_text(t: Template) -> str:
     fam = family(t)
     d = fam.defaults_for(t.variant)
     window, zipar, ntp = passes(t)
-    title = f"{fam.title}: {t.kind}" if t.variant != "demo" else "ZipAR demo: runs out of the box"
+    title = f"ZipAR + {fam.title}: {t.kind}" if t.variant != "demo" else "ZipAR demo: runs out of the box"
     if t.needs:
         need = (f"Needs in ComfyUI/models/zipar/: {t.needs[0]}" + (" with " + ", ".join(t.needs[1:]) if t.needs[1:]
                 else "") + f" ({t.source}).")
@@ -145,7 +153,7 @@ def note_text(t: Template) -> str:
         need = "Needs nothing: the demo model " + t.source + "."
     rows, cols = t.grid
     return "\n\n".join(filter(None, [
-        f"ZipAR + {title}", need, t.remark,
+        title, need, t.remark,
         (f"{rows}x{cols} tokens: NTP takes {ntp} passes, ZipAR (window {window}) {zipar}. guidance_scale, top_k and "
          f"window at -1 use the model's defaults (here {d.guidance_scale:g}, {d.top_k}, {window}); the stats output "
          "lists the values used. Set mode ntp to compare with raster order.")]))
@@ -164,10 +172,13 @@ SAVE, STATS, NOTE = (1090, 50, 420, 400), (1090, 510, 420, 130), (20, 190, 380, 
 
 def _node(id_, type_, box, order, inputs=(), outputs=(), widgets=(), **extra):
     x, y, w, h = box
+    models = extra.pop("models", None)
     node = {"id": id_, "type": type_, "pos": [x, y], "size": [w, h], "flags": {}, "order": order, "mode": 0,
             "inputs": [dict(i) for i in inputs], "outputs": [dict(o) for o in outputs],
             "properties": {"Node name for S&R": type_} if type_ != "Note" else {"text": ""},
             "widgets_values": list(widgets)}
+    if models:
+        node["properties"]["models"] = models
     node.update(extra)
     return node
 
@@ -203,7 +214,8 @@ def ui_workflow(t: Template) -> dict:
 
     nodes = [
         _node(1, "ZipARModelLoader", LOADER, 0, outputs=[out("model", "ZIPAR_MODEL", [1])],
-              widgets=widget_values(ZipARModelLoader, {"model_name": t.entry, "dtype": "auto"})),
+              widgets=widget_values(ZipARModelLoader, {"model_name": t.entry, "dtype": "auto"}),
+              models=[{"name": n, "url": u, "directory": "zipar"} for n, u in t.downloads]),
         _node(2, "ZipARSampler", SAMPLER, 1, inputs=[{"name": "model", "type": "ZIPAR_MODEL", "link": 1}],
               outputs=[out("codes", "ZIPAR_CODES", [2]), dict(out("stats", "STRING", [3]), slot_index=1)],
               widgets=widget_values(ZipARSampler, sampler_values(t))),

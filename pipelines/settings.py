@@ -8,10 +8,11 @@ setting added to :class:`ZipARConfig` enters it (and a sample set's identity, an
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 from ..zipar_core.config import ZipARConfig
-from ..zipar_core.errors import SettingError
+from ..zipar_core.errors import SettingError, SettingWarning
 from ..zipar_core.models import registry
 from ..zipar_core.protocol import Request
 
@@ -54,7 +55,16 @@ def resolve_settings(adapter, cols: int, saved: Mapping | None = None, **call) -
     chosen = {k: call.get(k) if call.get(k) is not None else saved.get(k) for k in SETTINGS}
     config = ZipARConfig(**registry.resolve(adapter, cols, **chosen))
     config.window_for(cols)  # an explicit window wider than the grid is an error, with the fix in it
+    for name in ("window", "draft_length", "draft_init"):
+        said = (name, chosen.get(name), config.mode)
+        if chosen.get(name) is not None and not config.uses(name) and said not in _WARNED:
+            _WARNED.add(said)  # once per process, however many checks resolve the same call
+            warnings.warn(SettingWarning(name, f"{{name}} {chosen[name]} has no effect in mode {config.mode}"),
+                          stacklevel=3)
     return config
+
+
+_WARNED: set[tuple] = set()  # (setting, value, mode) already said
 
 
 def settings_record(adapter, config: ZipARConfig, rows: int, cols: int) -> dict:
@@ -62,3 +72,52 @@ def settings_record(adapter, config: ZipARConfig, rows: int, cols: int) -> dict:
     window is the one the schedule uses (the grid width in ntp mode, whatever was asked for)."""
     return {**config.to_dict(), "window": config.window_for(cols), "family": adapter.family, "rows": rows,
             "cols": cols, "height": rows * adapter.downsample, "width": cols * adapter.downsample}
+
+
+# README's table of ``ZipARPipeline.__call__``'s arguments (tests/test_readme.py keeps the README equal to it, and
+# tests/test_pipeline.py checks that every argument of __call__ is in it).
+def call_arguments() -> list[tuple[tuple[str, ...], str]]:
+    from ..zipar_core.config import DRAFT_INITS, MODE_HELP
+
+    modes = "; ".join(f'`"{m}"`: {text}' for m, text in MODE_HELP.items())
+    return [
+        (("prompt", "class_labels"), "a string or list (text-to-image), or an int or list (class-conditional models); "
+                                     "not both"),
+        (("negative_prompt",), "the unconditional branch's prompt (Janus-Pro, Emu3-Gen, Lumina-mGPT, LlamaGen t2i)"),
+        (("height", "width"), "pixels; `None` is the trained size; a size the model cannot make is refused with the "
+                              "sizes it can (the sizes column of the defaults table below)"),
+        (("num_images_per_prompt",), "images per prompt or class"),
+        (("guidance_scale", "temperature", "top_k", "top_p"), "sampling; `None` takes the pipeline's config, then the "
+                                                             "family's own defaults (below)"),
+        (("mode",), modes),
+        (("window",), "ZipAR's window s: a token is decoded once the s tokens above-right of it exist (adaptive: the "
+                      "minimum window); equal to the grid width it is raster decoding (`window_size`, the old name, "
+                      "still works with a warning)"),
+        (("draft_length",), "sjd / zipar_sjd: draft tokens each chain carries, verified together in one pass"),
+        (("draft_init",), f"sjd / zipar_sjd: how a new draft starts: {' or '.join(f'`{x!r}`' for x in DRAFT_INITS)}"
+                          " (spatial: the token above it)"),
+        (("paper_first_row",), "decode row 0 completely first, as the authors' code does (reproduces the paper's step "
+                               "counts)"),
+        (("guidance_interval",), "guide only the image tokens whose raster index is below it (`None`: all)"),
+        (("generator",), "one `torch.Generator`, or one per image (then each image gets the tokens it would get "
+                         "alone)"),
+        (("conditioning",), "a precomputed batch from `pipe.encode_prompt(...)` instead of `prompt` / `class_labels` "
+                            "(like diffusers' `prompt_embeds`)"),
+        (("output_type",), '`"pil"`, `"np"` (float [0, 1], N x H x W x 3), `"pt"` (float [0, 1], N x 3 x H x W), '
+                           '`"codes"` (alias `"latent"`: the VQ code grids, not decoded)'),
+        (("return_dict",), "`False` returns `(images, codes, stats, settings)`"),
+        (("callback_on_step_end", "callback_on_step_end_tensor_inputs"),
+         '`fn(pipe, step, step, {"codes": live code grid, -1 where undecoded})` after every forward pass; a returned '
+         "`codes` tensor replaces the tokens sampled in that pass (the next pass feeds them); set "
+         "`pipe._interrupt = True` to stop after the pass: the call returns what it decoded (`stats.stopped`, codes "
+         "-1 and pixels mid grey where nothing was decoded yet)"),
+        (("compile", "cuda_graphs"), "speed only, same images: run the decoding steps at static shapes through "
+                                     "`torch.compile`, and on CUDA replay one captured CUDA graph per query count "
+                                     "(ignored on CPU)"),
+    ]
+
+
+def call_arguments_table() -> str:
+    rows = ["| argument | meaning |", "|---|---|"]
+    rows += [f"| {', '.join(f'`{n}`' for n in names)} | {text} |" for names, text in call_arguments()]
+    return "\n".join(rows)

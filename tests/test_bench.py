@@ -39,8 +39,10 @@ def test_plain_loop_is_ntp_decoding(model, eol):
 
 def test_run_configs_reports_each_configuration(model):
     cond = model.prepare([2], ROWS, COLS, guidance=True)
-    configs = default_configs(COLS, windows=(2, 4, 8), adaptive=(2,), guidance_scale=2.0)
-    assert list(configs) == ["ntp", "fixed s=2", "fixed s=4", "adaptive s_min=2"]  # windows > W are left out
+    with pytest.raises(ValueError, match=r"windows 8: wider than the grid \(6 tokens\); give windows 1..6"):
+        default_configs(COLS, windows=(2, 4, 8), adaptive=(2,))  # refused, not left out (issue 20)
+    configs = default_configs(COLS, windows=(2, 4), adaptive=(2,), guidance_scale=2.0)
+    assert list(configs) == ["ntp", "fixed s=2", "fixed s=4", "adaptive s_min=2"]
     results = run_configs(model, cond, configs, reps=2)
     rows = {r["name"]: r for r in results}
     assert list(rows) == ["plain KV-cached loop", *configs]

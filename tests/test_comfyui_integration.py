@@ -35,9 +35,9 @@ TINY = "tiny/c2i_B_128.pt"  # 8x8 tokens of 16 px
 MYSTERY = "tiny/mystery.pt"  # no known family, a VQ tokenizer beside it
 DEMO = "zipar demo (built-in)"
 HF_NO_WEIGHTS = "tiny-janus-no-weights"  # a transformers folder with a config.json and no weights
-DEMO_WORKFLOW = "ZipAR demo (no download)"
+DEMO_WORKFLOW = "ZipAR Demo (no download)"
 # The Templates browser's card titles are the file names (tests/test_workflows.py lists the same names).
-TEMPLATE_NAMES = {"ZipAR demo (no download)", "ZipAR LlamaGen ImageNet classes", "ZipAR LlamaGen text-to-image",
+TEMPLATE_NAMES = {"ZipAR Demo (no download)", "ZipAR LlamaGen ImageNet classes", "ZipAR LlamaGen text-to-image",
                   "ZipAR Janus-Pro text-to-image", "ZipAR Emu3-Gen text-to-image", "ZipAR Lumina-mGPT text-to-image"}
 
 pytestmark = pytest.mark.skipif(not COMFY or not os.path.isfile(os.path.join(COMFY or "", "main.py")),

@@ -8,7 +8,7 @@ from transformers.cache_utils import Cache
 from zipar.zipar_core.cache import SlotKVCache
 from zipar.zipar_core.models import registry
 from zipar.zipar_core.models.hf_cache import HFSlotCache
-from zipar.zipar_core.models.hf_common import attention_mask_4d, check_attention, left_pad, positions_for
+from zipar.zipar_core.models.hf_common import attention_mask_4d, cache_argument, check_attention, left_pad, positions_for
 
 
 def tiny_llama(attn="sdpa"):
@@ -34,8 +34,8 @@ def cached_pass(model, cache, tokens, slots, visible, impl):
     slots = torch.tensor([slots])
     cache.set_slots(slots, visible.shape[-1])
     mask = attention_mask_4d(visible[None], impl, torch.float32)
-    out = model(input_ids=torch.tensor([tokens]), position_ids=slots, attention_mask=mask, past_key_values=cache,
-                use_cache=True)
+    out = model(input_ids=torch.tensor([tokens]), position_ids=slots, attention_mask=mask, use_cache=True,
+                **{cache_argument(model): cache})  # the keyword this transformers takes (cache, past_key_values before)
     return out.last_hidden_state[0]
 
 

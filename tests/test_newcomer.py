@@ -131,3 +131,107 @@ def test_a_claim_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch
     with pytest.raises(OSError):
         claims.take(7)
     assert os.listdir(claims.dir) == [] and claims.held == set()
+
+
+# -- 7. a window wider than the grid is refused by every command, before loading ------------------------------------
+
+@pytest.mark.parametrize("argv", [["demo", "--windows", "17"], ["demo", "--zipar-sjd", "20"],
+                                  ["bench", "--grid", "16", "--windows", "4", "17"], ["steps", "--cols", "4",
+                                                                                     "--windows", "8"]])
+def test_every_command_refuses_a_window_wider_than_the_grid_before_loading(argv, capsys, monkeypatch):
+    from zipar.zipar_core.models import registry
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was built before the windows were checked")
+    monkeypatch.setattr(registry, "build_tiny", no_model)
+    monkeypatch.setattr(registry, "adapter_class", no_model)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "wider than the grid" in err[0] and f"{argv[-2] if argv[-2].startswith('--') else '--windows'}" in err[0]
+
+
+# -- 8. the ComfyUI sampler: -1 is the model's default, nothing else is ---------------------------------------------
+
+def test_sampler_widgets_have_one_rule_for_the_model_default():
+    from zipar.nodes.sampler import chosen_settings
+
+    base = dict(mode="fixed", temperature=1.0, top_p=1.0, paper_first_row=False)
+    given = chosen_settings(window=-1, guidance_scale=-1, top_k=-1, draft_length=-1, **base)
+    assert [given[k] for k in ("window", "guidance_scale", "top_k", "draft_length")] == [None] * 4
+    explicit = chosen_settings(window=3, guidance_scale=0.0, top_k=0, draft_length=2, **base)
+    assert [explicit[k] for k in ("window", "guidance_scale", "top_k", "draft_length")] == [3, 0.0, 0, 2]
+    for name in ("window", "draft_length"):  # 0 used to mean "the default" in silence
+        with pytest.raises(ValueError, match=f"{name} 0 is not allowed; use -1 for the model's default, or a value >= 1"):
+            chosen_settings(**{**dict(window=-1, guidance_scale=-1, top_k=-1, draft_length=-1), name: 0}, **base)
+
+
+def test_sjd_stats_name_no_window():
+    from zipar.nodes.sampler import stats_text
+    from zipar.zipar_core import ZipARConfig
+    from zipar.zipar_core.layout import TokenLayout
+    from zipar.zipar_core.sampler import DecodeStats
+
+    stats = DecodeStats(passes=40, tokens=256, chain_steps=40, drafts_proposed=300, drafts_accepted=216)
+    text = stats_text(ZipARConfig(mode="sjd", window=4), TokenLayout(16, 16, prefix=1), stats, 256)
+    assert text.startswith("ZipAR sjd: 40 forward passes") and "window" not in text
+    assert "window 4" in stats_text(ZipARConfig(mode="zipar_sjd", window=4), TokenLayout(16, 16, prefix=1), stats, 256)
+
+
+# -- 10. what a command ignores or will take long for, it says --------------------------------------------------------
+
+def test_a_setting_the_mode_ignores_is_one_warning_line(model_dir, tmp_path, capsys, monkeypatch):
+    from zipar.pipelines import settings
+
+    monkeypatch.setattr(settings, "_WARNED", set())  # what earlier tests said already
+    assert main(["generate", "--model", str(model_dir), "--class-label", "1", "--mode", "ntp", "--window", "3",
+                 "-o", str(tmp_path / "a.png"), "--device", "cpu"]) == 0
+    said = [x for x in capsys.readouterr().err.splitlines() if "warning" in x]
+    assert said == ["zipar generate: warning: --window 3 has no effect in mode ntp"]
+
+
+def test_many_images_are_announced_timed_and_named_to_sort(model_dir, tmp_path, capsys):
+    assert main(["generate", "--model", str(model_dir), "--class-label", "1", "-n", "12", "--batch-size", "5",
+                 "-o", str(tmp_path / "x.png"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"12 images in 3 batches of 5 ({tmp_path / 'x-00.png'} .. {tmp_path / 'x-11.png'})" in err
+    assert "batch 1 of 3: " in err and "at this rate the rest takes about" in err
+    assert sorted(os.listdir(tmp_path)) == [f"x-{i:02d}.png" for i in range(12)]
+
+
+# -- 12. help texts and messages ---------------------------------------------------------------------------------------
+
+def test_help_texts_say_what_holds_for_every_model(capsys):
+    from zipar.cli import build_parser
+
+    def help_of(command):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        return capsys.readouterr().out
+
+    generate = " ".join(help_of("generate").split())
+    assert "in the model's own range (LlamaGen c2i: ImageNet 0..999; the demo model" in generate
+    convert = help_of("convert")
+    assert "**" not in convert and "``" not in convert
+    bench = " ".join(help_of("bench").split())
+    for flag in ("--grid", "--reps", "--windows", "--batch-size"):
+        assert bench.split(flag, 2)[-1].split("--")[0].strip(), f"{flag} has no help"
+    assert "{tiny,GPT-B" in bench
+
+
+def test_a_bad_value_is_one_line_not_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--preset", "nope"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1
+    assert "invalid choice: 'nope' (choose from 'tiny', 'GPT-B'" in err[0] and err[0].endswith("(see zipar bench --help)")
+
+
+def test_counts_and_class_ranges_read_right(model_dir, tmp_path, capsys):
+    from zipar.cli.sample import parse_classes
+
+    with pytest.raises(ValueError, match="--classes: 5-2 is reversed; write 2-5"):
+        parse_classes("5-2")
+    assert main(["sample", "--model", str(model_dir), "--classes", "3", "--out", str(tmp_path / "s"),
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image in the set" in err and "wrote 1 image (1 this run)" in err and "made 1 image" in err

@@ -190,8 +190,8 @@ def test_modes_settings_and_stats(c2i):
     assert fixed.stats.passes == 3 * 1 + 4 and fixed.stats.tokens == 16  # (H-1)*s + W
     ada = c2i(class_labels=[1], mode="adaptive", window=1, output_type="codes", generator=gen())
     assert ada.stats.passes < 16 and ada.stats.drafts_proposed >= 3
-    greedy = [c2i(class_labels=[1], temperature=0, mode=m, window=4, output_type="codes").codes
-              for m in ("ntp", "fixed")]
+    greedy = [c2i(class_labels=[1], temperature=0, mode="ntp", output_type="codes").codes,
+              c2i(class_labels=[1], temperature=0, mode="fixed", window=4, output_type="codes").codes]
     assert torch.equal(*greedy)  # window == width is raster decoding
     # family defaults (LlamaGen-B/L: cfg 2.0) and the pipeline config in between
     assert ntp.settings["guidance_scale"] == 2.0 and ntp.settings["top_k"] == 0
@@ -437,3 +437,13 @@ def test_missing_component_files(tmp_path, c2i):
         ZipARPipeline.from_pretrained(gpt_path)
     with pytest.raises(TypeError, match="unexpected argument"):
         ZipARPipeline.from_llamagen_checkpoints(gpt_path, vq_path, n_head=4, image_size=64, windw=3)
+
+
+def test_every_argument_of_call_is_in_the_readme_table():
+    import inspect
+
+    from zipar.pipelines.settings import call_arguments
+
+    listed = {name for names, _ in call_arguments() for name in names}
+    params = set(inspect.signature(ZipARPipeline.__call__).parameters) - {"self", "kwargs"}
+    assert params == listed

@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 from zipar.cli.steps import steps_table
+from zipar.pipelines.settings import call_arguments_table
 from zipar.zipar_core.models import registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -17,6 +18,12 @@ def test_defaults_table_matches_the_registry():
     block = re.search(r"<!-- defaults:begin -->\n(.*?)\n<!-- defaults:end -->", README.read_text(), re.S)
     assert block, "README lost its defaults markers"
     assert block.group(1) == registry.defaults_table(), "run: python tests/test_readme.py to regenerate"
+
+
+def test_pipeline_arguments_table_matches_the_code():
+    block = re.search(r"<!-- call-arguments:begin -->\n(.*?)\n<!-- call-arguments:end -->", README.read_text(), re.S)
+    assert block, "README lost its call-arguments markers"
+    assert block.group(1) == call_arguments_table(), "run: python tests/test_readme.py to regenerate"
 
 
 def test_step_tables_match_the_code():
@@ -41,4 +48,7 @@ if __name__ == "__main__":  # regenerate
     text = re.sub(r"<!-- defaults:begin -->\n.*?<!-- defaults:end -->",
                   lambda m: f"<!-- defaults:begin -->\n{registry.defaults_table()}\n<!-- defaults:end -->", text,
                   flags=re.S)
+    text = re.sub(r"<!-- call-arguments:begin -->\n.*?<!-- call-arguments:end -->",
+                  lambda m: f"<!-- call-arguments:begin -->\n{call_arguments_table()}\n<!-- call-arguments:end -->",
+                  text, flags=re.S)
     README.write_text(text)

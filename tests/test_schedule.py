@@ -2,11 +2,31 @@
 import pytest
 from zipar.zipar_core.config import ZipARConfig
 from zipar.zipar_core.layout import TokenLayout
-from zipar.zipar_core.schedule import DRAFT, FINAL, NONE, Schedule, count_passes
+from zipar.zipar_core.schedule import DRAFT, FINAL, NONE, Schedule, count_passes, simulate_passes
 
 
 def passes(rows, cols, eol=False, **cfg):
-    return count_passes(TokenLayout(rows, cols, prefix=1, eol=eol), ZipARConfig(**cfg))
+    """The schedule run pass by pass (what the sampler does)."""
+    return simulate_passes(TokenLayout(rows, cols, prefix=1, eol=eol), ZipARConfig(**cfg))
+
+
+@pytest.mark.parametrize("eol", [False, True])
+@pytest.mark.parametrize("paper_first_row", [False, True])
+def test_the_closed_form_counts_what_the_schedule_runs(eol, paper_first_row):
+    for rows in (1, 2, 3, 7):
+        for cols in (1, 2, 5, 8):
+            for cfg in [dict(mode="ntp")] + [dict(window=s) for s in range(1, cols + 1)]:
+                layout, config = TokenLayout(rows, cols, prefix=2, eol=eol), ZipARConfig(**cfg, paper_first_row=paper_first_row)
+                assert count_passes(layout, config) == simulate_passes(layout, config), (rows, cols, eol, cfg)
+
+
+def test_counting_a_huge_grid_runs_no_schedule(monkeypatch):
+    """zipar steps --rows 1000 --cols 1000 ran for over ten minutes (issue 20): the count needs no schedule run."""
+    from zipar.zipar_core import schedule
+
+    monkeypatch.setattr(schedule, "Schedule", None)  # any pass-by-pass run would fail
+    assert count_passes(TokenLayout(1000, 1000, prefix=1), ZipARConfig(window=8)) == 999 * 8 + 1000
+    assert count_passes(TokenLayout(1000, 1000, prefix=1), ZipARConfig(mode="ntp")) == 10**6
 
 
 @pytest.mark.parametrize("rows,cols", [(24, 24), (32, 32), (5, 9), (9, 5), (1, 7), (7, 1)])

@@ -25,7 +25,7 @@ UI_FILES = sorted(glob.glob(os.path.join(FOLDER, "*.json")))
 NAMES = [os.path.splitext(os.path.basename(p))[0] for p in UI_FILES]
 # The card titles of ComfyUI's Templates browser are the file names (tests/test_comfyui_integration.py lists
 # the same names).
-TEMPLATE_NAMES = {"ZipAR demo (no download)", "ZipAR LlamaGen ImageNet classes", "ZipAR LlamaGen text-to-image",
+TEMPLATE_NAMES = {"ZipAR Demo (no download)", "ZipAR LlamaGen ImageNet classes", "ZipAR LlamaGen text-to-image",
                   "ZipAR Janus-Pro text-to-image", "ZipAR Emu3-Gen text-to-image", "ZipAR Lumina-mGPT text-to-image"}
 # The folder names ComfyUI 0.3.64 reads templates from (app/custom_node_manager.py); it lists every one that
 # exists, so a second one would show each template twice.
@@ -35,7 +35,7 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 # The documented layout of ComfyUI/models/zipar (see the Note node of each workflow and the README).
 DOCUMENTED_MODELS = {
-    "LlamaGen-c2i-L-384/c2i_L_384.pt": "file", "LlamaGen-c2i-L-384/vq_ds16_c2i.pt": "file",
+    "c2i_L_384.pt": "file", "vq_ds16_c2i.pt": "file",
     "LlamaGen-t2i-XL-512/t2i_XL_stage2_512.pt": "file", "LlamaGen-t2i-XL-512/vq_ds16_t2i.pt": "file",
     "LlamaGen-t2i-XL-512/flan-t5-xl": "hf", "Janus-Pro-7B": "hf", "Emu3-Gen": "hf", "Lumina-mGPT-7B-768": "hf",
 }
@@ -126,8 +126,25 @@ def check_value(node_type, name, kind, opts, value):
 
 
 def test_documented_layout_gives_the_workflow_entries(documented_model_folder):
-    assert glue.list_model_entries() == ["Emu3-Gen", "Janus-Pro-7B", "LlamaGen-c2i-L-384", "LlamaGen-t2i-XL-512",
+    assert glue.list_model_entries() == ["c2i_L_384.pt", "Emu3-Gen", "Janus-Pro-7B", "LlamaGen-t2i-XL-512",
                                          "Lumina-mGPT-7B-768"]
+
+
+def test_the_demo_is_the_first_template_and_single_files_declare_their_downloads():
+    """ComfyUI lists a pack's templates sorted by file name, upper case first: the demo, the one template that runs
+    without downloads, comes first. Its frontend offers to download what a loader's properties.models declares when
+    the widget's value is that file (name == value, a .pt/.safetensors name, a huggingface.co URL)."""
+    assert sorted(NAMES)[0] == "ZipAR Demo (no download)"
+    declared = {}
+    for name in NAMES:
+        loader = next(n for n in load(os.path.join(FOLDER, name + ".json"))["nodes"] if n["type"] == "ZipARModelLoader")
+        for m in loader["properties"].get("models", []):
+            assert m["url"].startswith("https://huggingface.co/") and m["url"].endswith("/" + m["name"])
+            assert m["name"].endswith((".safetensors", ".pt", ".ckpt")) and m["directory"] == "zipar"
+            declared.setdefault(name, []).append(m["name"])
+        if loader["widgets_values"][0].endswith(".pt"):  # a file entry: declared, with the VQ beside it
+            assert loader["widgets_values"][0] == declared[name][0]
+    assert declared == {"ZipAR LlamaGen ImageNet classes": ["c2i_L_384.pt", "vq_ds16_c2i.pt"]}
 
 
 def test_one_template_folder_read_once():
@@ -147,7 +164,7 @@ def test_template_names_read_as_titles(name):
     """The frontend shows the file name as the card title (and, with - and _ as spaces, as its description);
     it asks for <name>.json and <name>.jpg: names of words, URL-safe once spaces are encoded."""
     assert re.fullmatch(r"ZipAR [A-Za-z0-9 ()-]+", name) and "_" not in name and len(name) <= 40
-    assert any(f.title in name for f in registry.FAMILIES.values()) or "demo" in name
+    assert any(f.title in name for f in registry.FAMILIES.values()) or "Demo" in name
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATE_NAMES))
@@ -259,7 +276,7 @@ def test_api_twin_agrees_with_ui_workflow(name):
 
 
 def test_demo_workflow_runs_out_of_the_box():
-    api = load(os.path.join(FOLDER, "api", "ZipAR demo (no download).json"))
+    api = load(os.path.join(FOLDER, "api", "ZipAR Demo (no download).json"))
     loader = [n for n in api.values() if n["class_type"] == "ZipARModelLoader"]
     assert loader[0]["inputs"]["model_name"] == BUILTIN_DEMO
 
@@ -343,7 +360,7 @@ def test_layout_fits_a_1600x1000_window_without_overlaps(name):
 def test_layout_check_catches_the_reported_demo_layout():
     """The layout the issue reported (from main before this change: Save Image at x 1140 + 420, past the right
     edge; the loader 360 wide, its label cut by the long demo entry name) fails the check."""
-    wf = load(os.path.join(FOLDER, "ZipAR demo (no download).json"))
+    wf = load(os.path.join(FOLDER, "ZipAR Demo (no download).json"))
     nodes = {n["type"]: n for n in wf["nodes"]}
     nodes["SaveImage"].update(pos=[1140, 120], size=[420, 460])
     nodes["ZipARModelLoader"].update(size=[360, 82], widgets_values=["zipar-demo (built-in, 10 shape classes)", "auto"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .cache import visibility_mask
-from .config import ZipARConfig
+from .config import ZipARConfig, check_windows
 from .protocol import EOL_TOKEN
 from .sampler import generate
 from .sampling import apply_guidance, probabilities, sample_from
@@ -141,15 +141,16 @@ def _zipar_run(model, cond, cfg, seed, **generate_options):
 def default_configs(cols: int, windows=(4, 8, 12, 16), adaptive=(8,), sjd=(), zipar_sjd=(), draft_length: int = 8,
                     **sampling) -> dict[str, ZipARConfig]:
     """The configurations a benchmark compares: ntp, fixed windows, adaptive minimum windows, sjd draft
-    lengths, and zipar_sjd windows (each with ``draft_length`` drafts per row)."""
+    lengths, and zipar_sjd windows (each with ``draft_length`` drafts per row). A window wider than the grid is
+    refused (naming the list it is in: ``windows``, ``adaptive``, ``zipar_sjd``), never dropped."""
+    check_windows(cols, windows=windows, adaptive=adaptive, zipar_sjd=zipar_sjd)
     configs = {"ntp": ZipARConfig(mode="ntp", **sampling)}
-    configs.update({f"fixed s={s}": ZipARConfig(mode="fixed", window=s, **sampling) for s in windows if s <= cols})
-    configs.update({f"adaptive s_min={s}": ZipARConfig(mode="adaptive", window=s, **sampling)
-                    for s in adaptive if s <= cols})
+    configs.update({f"fixed s={s}": ZipARConfig(mode="fixed", window=s, **sampling) for s in windows})
+    configs.update({f"adaptive s_min={s}": ZipARConfig(mode="adaptive", window=s, **sampling) for s in adaptive})
     configs.update({f"sjd L={n}": ZipARConfig(mode="sjd", draft_length=n, **sampling) for n in sjd})
     configs.update({f"zipar_sjd s={s} L={draft_length}": ZipARConfig(mode="zipar_sjd", window=s,
                                                                      draft_length=draft_length, **sampling)
-                    for s in zipar_sjd if s <= cols})
+                    for s in zipar_sjd})
     return configs
 
 

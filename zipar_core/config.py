@@ -7,6 +7,14 @@ from dataclasses import asdict, dataclass
 from .errors import SettingError
 
 MODES = ("ntp", "fixed", "adaptive", "sjd", "zipar_sjd")
+MODE_HELP = {  # one sentence per mode, for every face's help (README, --help, the ComfyUI tooltip)
+    "ntp": "plain raster order, one token per pass (the baseline)",
+    "fixed": "ZipAR: a row starts once the row above has `window` tokens (paper eq. 1)",
+    "adaptive": "ZipAR with speculative row starts: from `window` tokens on, checked against more context (eq. 2-3)",
+    "sjd": "speculative Jacobi decoding in raster order: `draft_length` guessed tokens checked per pass, the "
+           "sampling distribution kept",
+    "zipar_sjd": "ZipAR's rows (as fixed), each row carrying its own `draft_length` Jacobi drafts",
+}
 DRAFT_INITS = ("random", "spatial")
 
 
@@ -56,6 +64,15 @@ class ZipARConfig:
     def guidance(self) -> bool:
         return self.guidance_scale != 1.0
 
+    def uses(self, setting: str) -> bool:
+        """Whether this mode reads ``setting`` (``window``: not ntp and sjd, which decode whole rows in raster
+        order; ``draft_length`` / ``draft_init``: the Jacobi modes only)."""
+        if setting == "window":
+            return self.mode not in ("ntp", "sjd")
+        if setting in ("draft_length", "draft_init"):
+            return self.mode in ("sjd", "zipar_sjd")
+        return True
+
     def window_for(self, cols: int) -> int:
         """The eq.-1 window on a grid of ``cols`` columns; raises when it cannot fit."""
         if self.mode in ("ntp", "sjd"):
@@ -68,6 +85,17 @@ class ZipARConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_windows(cols: int, **lists) -> None:
+    """Windows given as lists (``windows=[4, 8]``, ``adaptive=[...]``, ``zipar_sjd=[...]``: the benchmarks, ``zipar
+    steps / demo / bench``): each at most the grid width ``cols``; one too wide is refused by its list's name, never
+    dropped."""
+    for name, values in lists.items():
+        wide = [s for s in values or () if s > cols]
+        if wide:
+            raise SettingError(name, f"{{name}} {' '.join(map(str, wide))}: wider than the grid ({cols} tokens); "
+                                     f"give windows 1..{cols}")
 
 
 def _whole(name: str, value, low: int, meaning: str) -> None:

@@ -49,6 +49,17 @@ class _Spelled:
         return "".join(out)
 
 
+class SettingWarning(UserWarning):
+    """A setting that was given but has no effect (``window`` in mode ntp): said once, in the face's words."""
+
+    def __init__(self, name: str, template: str):
+        self.name, self.template = name, template
+        super().__init__(self.render())
+
+    def render(self, spell: Callable[[str], str] = python_name) -> str:
+        return _Spelled(spell, self.name).format(self.template)
+
+
 def render(error: BaseException, spell: Callable[[str], str]) -> str:
-    """The message of any exception, with setting names spelled for a face."""
-    return error.render(spell) if isinstance(error, SettingError) else str(error)
+    """The message of any exception or warning, with setting names spelled for a face."""
+    return error.render(spell) if isinstance(error, (SettingError, SettingWarning)) else str(error)

@@ -314,9 +314,22 @@ JACOBI_MODES = ("sjd", "zipar_sjd")
 
 
 def count_passes(layout: TokenLayout, config: ZipARConfig) -> int:
-    """Forward passes (prefill included) of fixed or ntp mode, by running the schedule."""
+    """Forward passes (prefill included) of fixed or ntp mode, in closed form (eq. 1): row r starts s passes after
+    row r-1, so an H x W grid takes (H-1)·s + W passes; with row 0 decoded first (the authors' code) row 1 waits
+    for all of row 0: (H-2)·s + 2W. ntp is the window W. An end-of-row token is fed with the next row's first
+    query and costs no pass. ``tests/test_schedule.py`` checks this against :func:`simulate_passes`."""
     if config.mode not in ("ntp", "fixed"):
         raise ValueError(f"{config.mode} pass counts depend on the sampled tokens; run the sampler")
+    H, W = layout.rows, layout.cols
+    s = config.window_for(W)
+    if H == 1:
+        return W
+    return (H - 2) * s + 2 * W if config.paper_first_row else (H - 1) * s + W
+
+
+def simulate_passes(layout: TokenLayout, config: ZipARConfig) -> int:
+    """Forward passes of fixed or ntp mode by running the schedule pass by pass (the reference for
+    :func:`count_passes`)."""
     s = Schedule(layout, config)
     s.start_prefill()
     passes = 1

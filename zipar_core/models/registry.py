@@ -39,6 +39,21 @@ def builtin_path(name) -> str | None:
     return DEMO_FOLDER
 
 
+# LlamaGen's GPT sizes, name -> (n_layer, n_head, dim), as in the official GPT_models table (here, without torch:
+# the command line's --preset choices read it); "tiny" is a random-weight model of ours for speed checks.
+LLAMAGEN_PRESETS: dict[str, tuple[int, int, int]] = {
+    "GPT-B": (12, 12, 768),
+    "GPT-L": (24, 16, 1024),
+    "GPT-XL": (36, 20, 1280),
+    "GPT-XXL": (48, 24, 1536),
+    "GPT-XXXL": (48, 40, 2560),
+    "GPT-1B": (22, 32, 2048),
+    "GPT-3B": (24, 32, 3200),
+    "GPT-7B": (32, 32, 4096),
+}
+RANDOM_PRESETS = ("tiny", *LLAMAGEN_PRESETS)
+
+
 @dataclass(frozen=True)
 class Defaults:
     """Decoding settings of a family when the user gives none (ZipARConfig field names)."""

@@ -15,17 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# name -> (n_layer, n_head, dim), as in the official GPT_models table.
-PRESETS: dict[str, tuple[int, int, int]] = {
-    "GPT-B": (12, 12, 768),
-    "GPT-L": (24, 16, 1024),
-    "GPT-XL": (36, 20, 1280),
-    "GPT-XXL": (48, 24, 1536),
-    "GPT-XXXL": (48, 40, 2560),
-    "GPT-1B": (22, 32, 2048),
-    "GPT-3B": (24, 32, 3200),
-    "GPT-7B": (32, 32, 4096),
-}
+from ..registry import LLAMAGEN_PRESETS as PRESETS  # name -> (n_layer, n_head, dim)
 
 T2I_TOKENS = 120  # FLAN-T5 caption length the t2i models were trained with
 
