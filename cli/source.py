@@ -29,6 +29,7 @@ class Source:
     vq: str | None = None  # absolute paths of what --vq / --t5 / --vqgan name
     t5: str | None = None
     vqgan: str | None = None
+    cache_only: bool = False  # a hub id read from the local cache alone (the hub is not reachable)
 
     def record(self) -> dict:
         """How to name this model again (``--from-png``): the path and the files beside it."""
@@ -84,10 +85,10 @@ def resolve_source(args) -> Source:
     from ..pipelines.hub import cached_revision, check_hub_id, hub_reachable, offline_mode
 
     check_hub_id(name)  # neither reachable nor cached: one line now, not a minute of retries later
-    if cached_revision(name) and not offline_mode() and not hub_reachable():
-        os.environ["HF_HUB_OFFLINE"] = "1"  # read when the hub libraries load: use the cached copy, no retries
+    cache_only = bool(cached_revision(name)) and not offline_mode() and not hub_reachable()
+    if cache_only:  # said to the loaders (local_files_only), not set in the process's environment
         print(f"the hub is not reachable: using the cached copy of {name}", file=sys.stderr)
-    return Source("hub", name, name, **extra)
+    return Source("hub", name, name, cache_only=cache_only, **extra)
 
 
 # -- identity of the model: its files ----------------------------------------------------------------
@@ -224,6 +225,8 @@ def load_pipeline(source: Source, args, device: str):
                                                        device=device, **opts)
     else:
         kw = {"dtype": dtype} if dtype is not None else {}
+        if source.cache_only:
+            kw["local_files_only"] = True
         if source.kind == "folder" and not os.path.isfile(os.path.join(source.path, "model_index.json")) \
                 or source.kind == "hub":
             extra = {"vqgan": source.vqgan, "t5_path": source.t5, "vq_path": source.vq,

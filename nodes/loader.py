@@ -62,9 +62,10 @@ def builtin_demo_model(device=None, dtype=None):
 
 
 def _load_model(path: str, torch_dtype, device):
+    from ..zipar_core.loading import LoadOptions
     from ..zipar_core.models import load_model
 
-    return load_model(path, torch_dtype=torch_dtype, device=device)
+    return load_model(path, LoadOptions(dtype=torch_dtype, device=device))
 
 
 # ----------------------------------------------------------------------------------------------------

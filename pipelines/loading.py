@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from ..zipar_core.loading import LoadOptions
 from ..zipar_core.model_files import is_hub_id
 from ..zipar_core.models import registry
 from .components import wrap
@@ -53,19 +54,19 @@ class PipelineLoadingMixin:
             return cls.from_original(path, **kwargs)
 
     @classmethod
-    def from_original(cls, path_or_id: str, *, torch_dtype=None, dtype=None, device=None, **options):
+    def from_original(cls, path_or_id: str, options: LoadOptions | None = None, **kwargs):
         """A model as its authors publish it: a folder or hub id of Janus-Pro, Emu3-Gen or Lumina-mGPT (in their
         publishers' layout or transformers'), or a folder holding LlamaGen's GPT and VQ checkpoints (and a
-        FLAN-T5 folder for t2i); the family is detected by ``zipar_core.models.load_model``, which also takes the
-        loader's options (``attn_implementation``, ``vqgan``, ``target_size``, ``vision_tokenizer``, LlamaGen's
-        ``image_size`` / ``n_head``).
-        ``dtype`` (or diffusers' older name ``torch_dtype``) is the weights' dtype; None keeps the checkpoint's."""
+        FLAN-T5 folder for t2i); the family is detected by ``zipar_core.models.load_model``, which takes the
+        :class:`~zipar.zipar_core.loading.LoadOptions` (``options``, or as keywords: ``dtype`` / ``torch_dtype``,
+        ``device``, ``attn_implementation``, hub options) and the family's own parts (``vqgan``, ``target_size``,
+        ``vision_tokenizer``, LlamaGen's ``image_size`` / ``n_head``). Keywords that are ZipAR settings (``mode``,
+        ``window``, ...) go to the pipeline's config."""
         from ..zipar_core.models import load_model
 
         names = setting_names(cls)
-        settings = {k: options.pop(k) for k in list(options) if k in names and k != "target_size"}
-        adapter = load_model(path_or_id, torch_dtype=dtype if dtype is not None else torch_dtype, device=device,
-                             **{k: v for k, v in options.items() if v is not None})
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in names and k != "target_size"}
+        adapter = load_model(path_or_id, options, **{k: v for k, v in kwargs.items() if v is not None})
         return cls.from_adapter(adapter, **settings)
 
     @classmethod
@@ -123,7 +124,8 @@ def _hub_has_model_index(repo_id: str, kwargs: dict) -> bool:
     check_hub_id(repo_id)  # no network and not cached: fail now rather than after a minute of retries
     try:
         hf_hub_download(repo_id, "model_index.json", revision=kwargs.get("revision"),
-                        cache_dir=kwargs.get("cache_dir"), token=kwargs.get("token"))
+                        cache_dir=kwargs.get("cache_dir"), token=kwargs.get("token"),
+                        local_files_only=bool(kwargs.get("local_files_only")))
         return True
     except LocalEntryNotFoundError:  # offline and not cached: maybe cached as an original model; let it try
         return False

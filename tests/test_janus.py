@@ -2,6 +2,7 @@
 import pytest
 import torch
 from zipar.zipar_core.config import ZipARConfig
+from zipar.zipar_core.loading import LoadOptions
 from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.janus import JanusAdapter
 from zipar.zipar_core.models.tiny import tiny_janus
@@ -108,7 +109,7 @@ def test_from_pretrained_folder(janus, tmp_path):
     cfg = ZipARConfig(mode="ntp", temperature=0, guidance_scale=3.0)
     assert generate(loaded, cond, cfg).codes.tolist() == generate(janus, cond, cfg).codes.tolist()
     with pytest.raises(ValueError, match="flash-attention"):
-        JanusAdapter.from_pretrained(str(tmp_path), attn_implementation="flash_attention_2")
+        JanusAdapter.from_pretrained(str(tmp_path), LoadOptions(attn_implementation="flash_attention_2"))
 
 
 @pytest.mark.parametrize("hidden, layers, heads", [(2048, 24, 16), (4096, 30, 32)])  # Janus-Pro-1B, -7B

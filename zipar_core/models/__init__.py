@@ -7,17 +7,13 @@ cheap.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
+from ..loading import LoadOptions
 from ..model_files import is_hub_id
 from . import registry
 
-if TYPE_CHECKING:
-    import torch
 
-
-def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device=None,
-               **kwargs):
+def load_model(path_or_id: str | os.PathLike, options: LoadOptions | None = None, **keywords):
     """An adapter for a local model folder, a checkpoint file, a hub id or ``"demo"`` (the embedded demo model);
     the family is detected (``registry.detect``) and its adapter's ``from_pretrained`` loads it:
 
@@ -29,10 +25,13 @@ def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None
     - a folder holding LlamaGen files: a GPT checkpoint, a VQ checkpoint (name contains ``vq``) and, for
       text-to-image, a FLAN-T5 folder (``t5_path`` or a subfolder whose name contains ``t5``).
 
-    kwargs go to the adapter's loader (``vq_path``, ``t5_path``, ``image_size``, ``n_head`` for LlamaGen;
-    ``attn_implementation``, ``vqgan``, ``target_size`` for the transformers families, ``vision_tokenizer``
-    for Emu3-Gen in BAAI's layout).
+    options: :class:`~zipar.zipar_core.loading.LoadOptions` (dtype, device, attention, hub); its fields may also be
+    given as keywords (``torch_dtype=`` / ``dtype=``, ``device=``, ``attn_implementation=``, ``revision=``, ...).
+    Every other keyword is the family's own (LlamaGen ``vq_path``, ``t5_path``, ``image_size``, ``n_head``;
+    Lumina-mGPT ``vqgan``, ``target_size``; Emu3-Gen ``vision_tokenizer``; Janus ``variant``; ``tokenizer``), and
+    one the family does not take is a TypeError naming it.
     """
+    options, parts = LoadOptions.split(options, **keywords)
     path = registry.builtin_path(path_or_id) or os.fspath(path_or_id)  # "demo": the embedded demo model
     if os.path.exists(path):
         family = registry.detect(path)
@@ -42,5 +41,5 @@ def load_model(path_or_id: str | os.PathLike, *, torch_dtype: torch.dtype | None
     else:  # a hub id: its config.json (cached by huggingface_hub) says the family and the layout
         from .hub import read_config
 
-        family = registry.family_for_model_type(read_config(path, **kwargs).get("model_type", ""), path)
-    return registry.adapter_class(family.name).from_pretrained(path, torch_dtype=torch_dtype, device=device, **kwargs)
+        family = registry.family_for_model_type(read_config(path, options.hub).get("model_type", ""), path)
+    return registry.adapter_class(family.name).from_pretrained(path, options, **parts)

@@ -18,6 +18,7 @@ import os
 import torch
 
 from ..errors import SettingError
+from ..loading import LoadOptions
 from ..protocol import Request
 from .hf_common import VocabularyImageAdapter, encode, load_hf, load_tokenizer, model_attention
 
@@ -63,29 +64,29 @@ class Emu3Adapter(VocabularyImageAdapter):
             raise ValueError("Emu3 vocabulary map lacks <|extra_200|>, <|image start|> or <|image token|>")
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-                        tokenizer=None, vision_tokenizer: str | None = None, **kwargs) -> Emu3Adapter:
+    def from_pretrained(cls, path_or_id: str, options: LoadOptions | None = None, *, tokenizer=None,
+                        vision_tokenizer: str | None = None) -> Emu3Adapter:
         """A folder or hub id in transformers' layout (BAAI/Emu3-Gen-hf) or BAAI's own (BAAI/Emu3-Gen with its
         vision tokenizer, converted in memory: ``emu3_original``). vision_tokenizer: the Emu3-VisionTokenizer
         folder or hub id, when it is neither inside nor beside the model folder."""
         from . import emu3_original
         from .hub import read_config, snapshot
 
-        config = read_config(path_or_id, **kwargs)
+        options = options or LoadOptions()
+        config = read_config(path_or_id, options.hub)
         if emu3_original.is_original(config):
             local = os.path.isdir(path_or_id)
-            folder = path_or_id if local else snapshot(path_or_id, **kwargs)
-            model, tok = emu3_original.load(folder, config, torch_dtype, device, attn_implementation, tokenizer,
-                                            vision_tokenizer, from_hub=not local, **kwargs)
+            folder = path_or_id if local else snapshot(path_or_id, options.hub)
+            model, tok = emu3_original.load(folder, config, options, tokenizer, vision_tokenizer, from_hub=not local)
             return cls(model, tok)
         if vision_tokenizer is not None:
             raise SettingError("vision_tokenizer", f"{path_or_id} is in transformers' layout, which holds the VQ model "
                                                    "itself: leave {name} unset")
         from transformers import Emu3ForConditionalGeneration
 
-        model = load_hf(Emu3ForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation,
-                        what="Emu3-Gen", published="huggingface.co/BAAI/Emu3-Gen-hf", **kwargs)
-        return cls(model, load_tokenizer(path_or_id, tokenizer))
+        model = load_hf(Emu3ForConditionalGeneration, path_or_id, options, what="Emu3-Gen",
+                        published="huggingface.co/BAAI/Emu3-Gen-hf")
+        return cls(model, load_tokenizer(path_or_id, tokenizer, options.hub))
 
     def components(self) -> tuple[dict, dict]:
         """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""

@@ -31,8 +31,10 @@ import base64
 import json
 import os
 import re
+from dataclasses import replace
 
 from ..checkpoints import CheckpointError, find_weight_files, read_weight_files
+from ..loading import LoadOptions
 from ..model_files import config_model_type
 
 MODEL_TYPE = "Emu3"
@@ -217,8 +219,8 @@ def find_vision_tokenizer(folder: str | None, given: str | None) -> str:
         "give its path as vision_tokenizer=")
 
 
-def load(folder: str, config: dict, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-         tokenizer=None, vision_tokenizer: str | None = None, from_hub: bool = False, **hub_options):
+def load(folder: str, config: dict, options: LoadOptions, tokenizer=None, vision_tokenizer: str | None = None,
+         from_hub: bool = False):
     """(Emu3ForConditionalGeneration, tokenizer) from a folder in BAAI's layout and its vision tokenizer."""
     from transformers import Emu3ForConditionalGeneration
 
@@ -227,7 +229,7 @@ def load(folder: str, config: dict, torch_dtype=None, device=None, attn_implemen
 
     vq_folder = find_vision_tokenizer(None if from_hub else folder, vision_tokenizer)
     if is_hub_id(vq_folder):
-        vq_folder = snapshot(vq_folder, **{k: v for k, v in hub_options.items() if k != "revision"})
+        vq_folder = snapshot(vq_folder, replace(options.hub, revision=None))  # the model's revision is not its
     if not os.path.isdir(vq_folder) or config_model_type(vq_folder) != VQ_MODEL_TYPE:
         raise CheckpointError(f"{vq_folder} is not an Emu3-VisionTokenizer folder (config.json model_type "
                               f"{VQ_MODEL_TYPE!r}); download {VQ_PUBLISHED}")
@@ -250,9 +252,8 @@ def load(folder: str, config: dict, torch_dtype=None, device=None, attn_implemen
             return vq_files.where(original_vq_name(name)), original_vq_name(name)
         return text_files.where(original_text_name(name)), original_text_name(name)
 
-    model = load_converted(Emu3ForConditionalGeneration, hf, sd, describe, what=f"{WHAT} in {folder}",
-                           fix=redownload_fix(f"{PUBLISHED} and {VQ_PUBLISHED}"), torch_dtype=torch_dtype,
-                           device=device, attn_implementation=attn_implementation)
+    model = load_converted(Emu3ForConditionalGeneration, hf, sd, describe, options, what=f"{WHAT} in {folder}",
+                           fix=redownload_fix(f"{PUBLISHED} and {VQ_PUBLISHED}"))
     gen = model.generation_config
     gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     return model, tok

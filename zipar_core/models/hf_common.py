@@ -22,6 +22,7 @@ from ..cache import additive_mask
 from ..checkpoints import CheckpointError
 from ..errors import SettingError
 from ..layout import TokenLayout
+from ..loading import HubOptions, LoadOptions
 from ..protocol import EOL_TOKEN, AdapterBase, Conditioning, Request
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
@@ -98,14 +99,7 @@ def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | 
 
 # -- loading ------------------------------------------------------------------------------------------
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_hf(model_cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-            what: str = "model", published: str = "", **kwargs):
+def load_hf(model_cls, path_or_id: str, options: LoadOptions, what: str = "model", published: str = ""):
     """``model_cls.from_pretrained`` of a folder in transformers' own layout (or a hub id) with a checked
     attention implementation, in eval mode (Emu3's attention dropout defaults to 0.1), moved to ``device``.
 
@@ -114,11 +108,12 @@ def load_hf(model_cls, path_or_id: str, torch_dtype=None, device=None, attn_impl
     anything is read. The model is built on CPU and moved to ``device`` only once it is complete."""
     from ..checkpoints import find_weight_files
 
-    impl = check_attention(attn_implementation)
+    impl = check_attention(options.attn_implementation)
     local = os.path.isdir(path_or_id)
     weights = find_weight_files(path_or_id, what, published) if local else None
-    model, info = model_cls.from_pretrained(path_or_id, dtype=torch_dtype or "auto", attn_implementation=impl,
-                                            ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
+    model, info = model_cls.from_pretrained(path_or_id, dtype=options.torch_dtype("auto"), attn_implementation=impl,
+                                            ignore_mismatched_sizes=True, output_loading_info=True,
+                                            **options.hub.download())
     missing = sorted(info.get("missing_keys") or ())
     mismatched = sorted(info.get("mismatched_keys") or ())
     if missing or mismatched:
@@ -131,7 +126,7 @@ def load_hf(model_cls, path_or_id: str, torch_dtype=None, device=None, attn_impl
         raise CheckpointError(f"{what} in {path_or_id} does not load: " + "; ".join(lines)
                               + (f"; and {more} more" if more > 0 else "")
                               + f". Fix: {redownload_fix(published)}")
-    return model.to(resolve_device(device)).eval()
+    return model.to(options.torch_device()).eval()
 
 
 def redownload_fix(published: str = "") -> str:
@@ -139,8 +134,8 @@ def redownload_fix(published: str = "") -> str:
             f"folder again{' (' + published + ')' if published else ''}")
 
 
-def load_converted(model_cls, config, sd: dict[str, torch.Tensor], describe, *, what: str, fix: str,
-                   torch_dtype=None, device=None, attn_implementation: str = "sdpa"):
+def load_converted(model_cls, config, sd: dict[str, torch.Tensor], describe, options: LoadOptions, *, what: str,
+                   fix: str):
     """A transformers model from a state dict already converted to its names (an original publisher's layout,
     converted in memory). Every tensor is checked against the model first, on the meta device: a missing
     tensor or a wrong shape is refused (``describe(name) -> (file, name in the file)`` says it in the file's
@@ -148,7 +143,7 @@ def load_converted(model_cls, config, sd: dict[str, torch.Tensor], describe, *, 
     the checkpoint's dtype."""
     from ..checkpoints import check_tensors
 
-    impl = check_attention(attn_implementation)
+    impl = check_attention(options.attn_implementation)
     with torch.device("meta"):
         reference = model_cls(config)
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
@@ -157,10 +152,10 @@ def load_converted(model_cls, config, sd: dict[str, torch.Tensor], describe, *, 
             expected.pop(tied, None)
     del reference
     check_tensors(expected, {k: tuple(v.shape) for k, v in sd.items()}, describe, fix, what)
-    dtype = torch_dtype or checkpoint_dtype(sd)
+    dtype = options.torch_dtype(checkpoint_dtype(sd))
     model = model_cls.from_pretrained(None, config=config, state_dict={k: sd[k] for k in expected}, dtype=dtype,
                                       attn_implementation=impl)
-    return model.to(resolve_device(device)).eval()
+    return model.to(options.torch_device()).eval()
 
 
 def checkpoint_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype:
@@ -172,12 +167,12 @@ def checkpoint_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype:
     return max(counts, key=counts.get) if counts else torch.float32
 
 
-def load_tokenizer(path_or_id: str, tokenizer=None, **kwargs):
+def load_tokenizer(path_or_id: str, tokenizer=None, hub: HubOptions | None = None):
     if tokenizer is not None:
         return tokenizer
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path_or_id, **kwargs)
+    return AutoTokenizer.from_pretrained(path_or_id, **(hub or HubOptions()).download())
 
 
 def encode(tokenizer, text: str, bos_id: int | None) -> list[int]:

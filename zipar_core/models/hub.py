@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 
+from ..loading import HubOptions
+
 # the files a model folder of any family's layout needs (no remote code, no images, no READMEs)
 PATTERNS = ("*.json", "*.txt", "*.tiktoken", "*.model", "*.yaml", "*.safetensors", "*.bin", "*.ckpt")
 
@@ -24,7 +26,7 @@ def _unreachable(repo_id: str, e: BaseException) -> FileNotFoundError:
         "path instead, or check the id and your network / HF_HUB_OFFLINE setting")
 
 
-def read_config(path_or_id: str, **hub_options) -> dict:
+def read_config(path_or_id: str, hub: HubOptions | None = None) -> dict:
     """``config.json`` of a local folder or a hub repository, as a dict."""
     if os.path.isdir(path_or_id):
         path = os.path.join(path_or_id, "config.json")
@@ -32,30 +34,26 @@ def read_config(path_or_id: str, **hub_options) -> dict:
         from huggingface_hub import hf_hub_download
 
         try:
-            path = hf_hub_download(path_or_id, "config.json", **_options(hub_options))
+            path = hf_hub_download(path_or_id, "config.json", **(hub or HubOptions()).download())
         except Exception as e:  # noqa: BLE001 -- offline, unknown repo, gated repo: one explanation
             raise _unreachable(path_or_id, e) from e
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def snapshot(repo_id: str, **hub_options) -> str:
+def snapshot(repo_id: str, hub: HubOptions | None = None) -> str:
     """A local folder with a hub repository's model files (safetensors instead of pickles when it has both)."""
     from huggingface_hub import list_repo_files, snapshot_download
 
+    hub = hub or HubOptions()
     patterns = list(PATTERNS)
-    options = _options(hub_options)
     try:
-        if any(f.endswith(".safetensors") for f in list_repo_files(repo_id, revision=options.get("revision"),
-                                                                   token=options.get("token"))):
+        if not hub.local_files_only and any(f.endswith(".safetensors") for f in list_repo_files(
+                repo_id, revision=hub.revision, token=hub.token)):
             patterns.remove("*.bin")
     except Exception:  # noqa: BLE001 -- offline: take what the cache holds
         pass
     try:
-        return snapshot_download(repo_id, allow_patterns=patterns, **options)
+        return snapshot_download(repo_id, allow_patterns=patterns, **hub.download())
     except Exception as e:  # noqa: BLE001
         raise _unreachable(repo_id, e) from e
-
-
-def _options(options: dict) -> dict:
-    return {k: options[k] for k in ("revision", "token", "cache_dir") if options.get(k) is not None}

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import SettingError
+from ..loading import LoadOptions
 from ..protocol import Request
 from .hf_common import HFAdapter, encode, load_hf, load_tokenizer, model_attention
 
@@ -68,26 +69,27 @@ class JanusAdapter(HFAdapter):
         self.boi_id = boi
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-                        tokenizer=None, variant: str | None = None, **kwargs) -> JanusAdapter:
+    def from_pretrained(cls, path_or_id: str, options: LoadOptions | None = None, *, tokenizer=None,
+                        variant: str | None = None) -> JanusAdapter:
         """A folder or hub id in transformers' layout (deepseek-community/Janus-Pro-7B) or DeepSeek's own
         (deepseek-ai/Janus-Pro-7B, converted in memory: ``janus_original``). variant: "janus-1.3b" (Janus-1.3B's
         chat roles) or "" (Janus-Pro); None: what the model's config records, else what its name says."""
         from . import janus_original
         from .hub import read_config, snapshot
 
-        config = read_config(path_or_id, **kwargs)
+        options = options or LoadOptions()
+        config = read_config(path_or_id, options.hub)
         if variant is None and not config.get(VARIANT_KEY):
             variant = variant_of_name(path_or_id)
         if janus_original.is_original(config):
-            folder = path_or_id if os.path.isdir(path_or_id) else snapshot(path_or_id, **kwargs)
-            model, tok = janus_original.load(folder, config, torch_dtype, device, attn_implementation, tokenizer)
+            folder = path_or_id if os.path.isdir(path_or_id) else snapshot(path_or_id, options.hub)
+            model, tok = janus_original.load(folder, config, options, tokenizer)
             return cls(model, tok, variant)
         from transformers import JanusForConditionalGeneration
 
-        model = load_hf(JanusForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation,
-                        what="Janus-Pro", published="huggingface.co/deepseek-community/Janus-Pro-7B", **kwargs)
-        return cls(model, load_tokenizer(path_or_id, tokenizer), variant)
+        model = load_hf(JanusForConditionalGeneration, path_or_id, options, what="Janus-Pro",
+                        published="huggingface.co/deepseek-community/Janus-Pro-7B")
+        return cls(model, load_tokenizer(path_or_id, tokenizer, options.hub), variant)
 
     def components(self) -> tuple[dict, dict]:
         """(modules, options) for a pipeline; ``from_components`` builds the adapter back from them."""

@@ -33,6 +33,7 @@ import re
 import torch
 
 from ..checkpoints import CheckpointError, find_weight_files, read_weight_files
+from ..loading import LoadOptions
 
 MODEL_TYPE = "multi_modality"
 PUBLISHED = "huggingface.co/deepseek-ai/Janus-Pro-7B (or Janus-Pro-1B, Janus-1.3B)"
@@ -259,8 +260,7 @@ def load_tokenizer(folder: str, tags: dict):
     return tok
 
 
-def load(folder: str, config: dict, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-         tokenizer=None):
+def load(folder: str, config: dict, options: LoadOptions, tokenizer=None):
     """(JanusForConditionalGeneration, tokenizer) from a folder in DeepSeek's layout."""
     from transformers import JanusForConditionalGeneration
 
@@ -286,9 +286,8 @@ def load(folder: str, config: dict, torch_dtype=None, device=None, attn_implemen
             return sources[name]
         return weights.where(original_name(name)), original_name(name)
 
-    model = load_converted(JanusForConditionalGeneration, hf, sd, describe, what=f"{WHAT} in {folder}",
-                           fix=redownload_fix(PUBLISHED), torch_dtype=torch_dtype, device=device,
-                           attn_implementation=attn_implementation)
+    model = load_converted(JanusForConditionalGeneration, hf, sd, describe, options, what=f"{WHAT} in {folder}",
+                           fix=redownload_fix(PUBLISHED))
     gen = model.generation_config
     gen.bos_token_id, gen.eos_token_id = tok.bos_token_id, tok.eos_token_id
     gen.pad_token_id = tok.convert_tokens_to_ids(tags["pad_tag"])  # the unconditional rows' pad (generation_inference.py)

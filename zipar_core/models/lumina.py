@@ -25,6 +25,7 @@ import re
 import torch
 
 from ..errors import SettingError
+from ..loading import LoadOptions
 from ..protocol import Request
 from .hf_common import VocabularyImageAdapter, encode, load_hf, load_tokenizer, model_attention
 
@@ -89,8 +90,8 @@ class LuminaAdapter(VocabularyImageAdapter):
         self.factor = 16  # VQGAN: 16 px per token (2 per 32-px size unit)
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-                        tokenizer=None, vqgan=None, target_size: int | None = None, **kwargs) -> LuminaAdapter:
+    def from_pretrained(cls, path_or_id: str, options: LoadOptions | None = None, *, tokenizer=None, vqgan=None,
+                        target_size: int | None = None) -> LuminaAdapter:
         """A folder or hub id in Alpha-VLLM's layout (Alpha-VLLM/Lumina-mGPT-7B-768, converted in memory:
         ``lumina_original``) or transformers' Chameleon layout. vqgan: a ChameleonVQGANDecoder, or a path (file
         or folder) holding vqgan.ckpt + vqgan.yaml or a safetensors conversion; None looks in and beside the
@@ -101,20 +102,21 @@ class LuminaAdapter(VocabularyImageAdapter):
         from .chameleon_vqgan import ChameleonVQGANDecoder, load_chameleon_vqgan
         from .hub import read_config, snapshot
 
+        options = options or LoadOptions()
         size = target_size if target_size is not None else guess_target_size(path_or_id)
-        config = read_config(path_or_id, **kwargs)
+        config = read_config(path_or_id, options.hub)
         local = os.path.isdir(path_or_id)
         weights = find_weight_files(path_or_id, "Lumina-mGPT", lumina_original.PUBLISHED) if local else None
         decoder = vqgan if isinstance(vqgan, ChameleonVQGANDecoder) else None
         if lumina_original.is_original(config, weights):
-            folder = path_or_id if local else snapshot(path_or_id, **kwargs)
-            model, tok, found = lumina_original.load(folder, config, torch_dtype, device, attn_implementation,
-                                                     tokenizer, None if decoder is not None else vqgan)
+            folder = path_or_id if local else snapshot(path_or_id, options.hub)
+            model, tok, found = lumina_original.load(folder, config, options, tokenizer,
+                                                     None if decoder is not None else vqgan)
             return cls(model, tok, decoder or found, size)
         from transformers import ChameleonForConditionalGeneration
 
-        model = load_hf(ChameleonForConditionalGeneration, path_or_id, torch_dtype, device, attn_implementation,
-                        what="Lumina-mGPT", published=lumina_original.PUBLISHED, **kwargs)
+        model = load_hf(ChameleonForConditionalGeneration, path_or_id, options, what="Lumina-mGPT",
+                        published=lumina_original.PUBLISHED)
         if decoder is None:
             where = vqgan or (path_or_id if local else None)
             try:
@@ -122,7 +124,7 @@ class LuminaAdapter(VocabularyImageAdapter):
             except FileNotFoundError:
                 if vqgan is not None:  # asked for explicitly: say so
                     raise
-        return cls(model, load_tokenizer(path_or_id, tokenizer), decoder, size)
+        return cls(model, load_tokenizer(path_or_id, tokenizer, options.hub), decoder, size)
 
     def save_pretrained(self, folder: str) -> list[str]:
         """transformers' Chameleon layout (q/k norms one row per head, the image encoder inside) plus the VQGAN

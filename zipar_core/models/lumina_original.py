@@ -29,6 +29,7 @@ import os
 import re
 
 from ..checkpoints import CheckpointError, find_weight_files, load_state_dict, read_weight_files
+from ..loading import LoadOptions
 
 ARCHITECTURE = "ChameleonXLLMXForConditionalGeneration"
 PUBLISHED = "huggingface.co/Alpha-VLLM/Lumina-mGPT-7B-768 (or -7B-512, -7B-1024, -7B-768-Omni)"
@@ -150,13 +151,12 @@ def hf_config(config: dict, files: dict, tokenizer):
     return ChameleonConfig(**cfg)
 
 
-def load(folder: str, config: dict, torch_dtype=None, device=None, attn_implementation: str = "sdpa",
-         tokenizer=None, vqgan: str | None = None):
+def load(folder: str, config: dict, options: LoadOptions, tokenizer=None, vqgan: str | None = None):
     """(ChameleonForConditionalGeneration, tokenizer, ChameleonVQGANDecoder) from a folder in Lumina's layout."""
     from transformers import ChameleonForConditionalGeneration
 
     from .chameleon_vqgan import ChameleonVQGANDecoder, VQGANConfig, _read_yaml, read_metadata_config
-    from .hf_common import load_converted, redownload_fix, resolve_device
+    from .hf_common import load_converted, redownload_fix
 
     files = chameleon_files(folder, vqgan)
     weights = find_weight_files(folder, WHAT, PUBLISHED)
@@ -184,7 +184,6 @@ def load(folder: str, config: dict, torch_dtype=None, device=None, attn_implemen
             return files["weights"], name[len("model.vqmodel."):]
         return weights.where(name), name
 
-    model = load_converted(ChameleonForConditionalGeneration, hf, sd, describe, what=f"{WHAT} in {folder}",
-                           fix=redownload_fix(f"{PUBLISHED}; Chameleon files: {CHAMELEON_PUBLISHED}"),
-                           torch_dtype=torch_dtype, device=device, attn_implementation=attn_implementation)
-    return model, tok, decoder.to(resolve_device(device)).eval()
+    model = load_converted(ChameleonForConditionalGeneration, hf, sd, describe, options, what=f"{WHAT} in {folder}",
+                           fix=redownload_fix(f"{PUBLISHED}; Chameleon files: {CHAMELEON_PUBLISHED}"))
+    return model, tok, decoder.to(options.torch_device()).eval()

@@ -14,6 +14,7 @@ import torch
 from ...cache import SlotKVCache
 from ...errors import SettingError
 from ...layout import TokenLayout
+from ...loading import LoadOptions
 from ...protocol import AdapterBase, Conditioning, Request
 from .gpt import LlamaGenTransformer
 from .loading import find_llamagen_files, find_vq_beside, load_llamagen_gpt, load_llamagen_vq
@@ -60,10 +61,13 @@ class LlamaGenAdapter(AdapterBase):
         return self.gpt.tok_embeddings.weight.dtype
 
     @classmethod
-    def from_pretrained(cls, path: str, vq_path: str | None = None, t5_path: str | None = None, *,
-                        torch_dtype=None, device=None, **kwargs) -> LlamaGenAdapter:
+    def from_pretrained(cls, path: str, options: LoadOptions | None = None, *, vq_path: str | None = None,
+                        t5_path: str | None = None, image_size: int | None = None, n_head: int | None = None,
+                        preset: str | None = None) -> LlamaGenAdapter:
         """A GPT checkpoint file (its VQ given or found beside it) or a folder of LlamaGen release files
-        (``load_model`` comes here for LlamaGen)."""
+        (``load_model`` comes here for LlamaGen); ``options.dtype`` is the GPT's (default float32). image_size,
+        n_head, preset: for a file whose name and shape do not say its training size or architecture."""
+        options = options or LoadOptions()
         if os.path.isdir(path):
             gpt, vq, t5 = find_llamagen_files(path)
             path, vq_path, t5_path = gpt, vq_path or vq, t5_path or t5
@@ -72,8 +76,9 @@ class LlamaGenAdapter(AdapterBase):
         if vq_path is None:
             raise SettingError("vq_path", f"no VQ tokenizer for {path}: give it with {{name}} or put one VQ "
                                           "checkpoint (e.g. vq_ds16_c2i.pt) beside it")
-        return load_llamagen(path, vq_path, t5_path, dtype=torch_dtype or torch.float32,
-                             device=device or ("cuda" if torch.cuda.is_available() else "cpu"), **kwargs)
+        return load_llamagen(path, vq_path, t5_path, dtype=options.torch_dtype(torch.float32),
+                             device=options.torch_device(), image_size=image_size, preset=preset,
+                             **({"n_head": n_head} if n_head is not None else {}))
 
     def save_pretrained(self, folder: str, gpt_name: str = "gpt", vq_name: str = "vq_ds16") -> list[str]:
         """The GPT and the VQ as ``.safetensors`` (no pickle to read back), the GPT's ``n_head``, trained
