@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="images of one prompt or class to PNG files (settings in PNG metadata)")
     model_args(p)
     cond = p.add_mutually_exclusive_group()
-    cond.add_argument("--prompt", help="text prompt (text-to-image models)")
+    cond.add_argument("--prompt", help="text prompt (text-to-image models; Lumina-mGPT 2.0's dual-panel tasks start it "
+                                       "with <depth>, <canny>, <hed> or <openpose>)")
     cond.add_argument("--class-label", type=int, help="class id (class-conditional LlamaGen, ImageNet 0..999)")
     cond.add_argument("--from-png", metavar="FILE",
                       help="make the image FILE holds again: its model, condition, seed and settings from its metadata "

@@ -33,7 +33,7 @@ def check_output(adapter, num_images_per_prompt: int = 1, output_type: str = "pi
         raise SettingError("output_type", f"{{name}} must be one of {OUTPUT_TYPES}, got {output_type!r}")
     missing = adapter.missing_decoder() if decoder and output_type not in ("codes", "latent") else None
     if missing:
-        raise SettingError("vqgan" if (family or adapter.family) == "lumina" else "vq_path",
+        raise SettingError("vqgan" if (family or adapter.family) in ("lumina", "lumina2") else "vq_path",
                            missing + "; or ask for output_type='codes'")
 
 
