@@ -54,3 +54,16 @@ def test_real_side_by_side(tmp_path):
         assert r["max_abs_diff_cond_logits"] < 1e-4 and r["max_abs_diff_guided_logits"] < 1e-4, name
         assert r.get("max_abs_diff_uncond_logits", 0.0) < 1e-4 and r["max_abs_diff_decode"] < 1e-4, name
 
+
+def test_the_readme_shows_the_recorded_run():
+    """README's table is the recorded run's (docs/lumina2_side_by_side.json), and that run found everything equal."""
+    import json
+    import re
+
+    with open(os.path.join(ROOT, "docs", "lumina2_side_by_side.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        block = re.search(r"<!-- lumina2:begin -->\n(.*?)\n<!-- lumina2:end -->", f.read(), re.S)
+    assert block and block.group(1) == bench.table(report["results"]), "paste bench.table(results) into README"
+    assert all(r["codes_ntp_equal"] and r["codes_fixed_window_cols_equal"] and r["prompt_ids_equal"]
+               for r in report["results"].values())
