@@ -40,7 +40,7 @@ def raster_reference(adapter, cond, scale):
     rows = [0, cond.batch_size] if cond.guidance else [0]
     seqs = [cond.payload["ids"][r][cond.prefix_valid[r]].tolist() for r in rows]
     scales = guidance_schedule(scale, H, W)
-    eol, codes = vocab_id(adapter, EOL), []
+    eol, codes, all_logits = vocab_id(adapter, EOL), [], []
     for i in range(H * W):
         logits = []
         for s in seqs:
@@ -48,8 +48,28 @@ def raster_reference(adapter, cond, scale):
             logits.append(adapter.model.lm_head(hidden[0, -1])[155000:155000 + adapter.codebook_size].float())
         guided = logits[1] + scales[i] * (logits[0] - logits[1]) if cond.guidance else logits[0]
         codes.append(int(guided.argmax()))
+        all_logits.append(torch.stack(logits))
         seqs = [s + [155000 + codes[-1]] + ([eol] if i % W == W - 1 else []) for s in seqs]
-    return torch.tensor(codes).view(H, W)
+    return torch.tensor(codes).view(H, W), torch.stack(all_logits)  # (H*W, branches, codebook)
+
+
+class PassLogits:
+    """The adapter, keeping the logits of every pass by the raster index of the token they predict (ntp)."""
+
+    def __init__(self, adapter):
+        self.adapter, self.logits = adapter, []
+
+    def __getattr__(self, name):
+        return getattr(self.adapter, name)
+
+    def prefill(self, *args):
+        self.logits.append(self.adapter.prefill(*args))
+        return self.logits[-1]
+
+    def forward(self, *args):
+        out = self.adapter.forward(*args)
+        self.logits.append(out[:, -1])  # ntp: the last query predicts the next image token (after an EOL, too)
+        return out
 
 
 def test_guidance_schedule_is_the_original_processors():
@@ -106,9 +126,12 @@ def test_dual_panel_tasks_are_prompts(lumina2):
 @pytest.mark.parametrize("scale", [1.0, 7.0])
 def test_ntp_greedy_equals_an_uncached_raster_loop(lumina2, scale):
     cond = lumina2.prepare(prompt="a red cat on the mat", height=32, width=64, guidance_scale=scale)
-    ours = generate(lumina2, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale, top_k=4096))
-    ref = raster_reference(lumina2, cond, scale)
+    recorded = PassLogits(lumina2)
+    ours = generate(recorded, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale, top_k=4096))
+    ref, ref_logits = raster_reference(lumina2, cond, scale)
     assert ours.codes[0].tolist() == ref.tolist() and len(set(ref.flatten().tolist())) > 3
+    passes = torch.stack(recorded.logits)  # (passes, rows: [cond, uncond], codebook): every pass's logits
+    assert torch.allclose(passes, ref_logits, atol=1e-5, rtol=1e-5)  # ... equal an uncached forward's
     assert ours.stats.passes == 4 * 8  # one pass per image token: EOL tokens are fed at known slots
 
 
