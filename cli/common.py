@@ -57,15 +57,17 @@ nonnegative_int = _whole(0)
 def model_args(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="'demo' (the embedded demo model), a ZipAR pipeline folder (save_pretrained), a "
-                                   "Janus-Pro / Emu3-Gen / Lumina-mGPT folder (as published, or transformers' layout) or hub id (owner/name), a "
-                                   "folder of LlamaGen checkpoint files, or a LlamaGen GPT checkpoint file")
+                                   "Janus-Pro / Emu3-Gen / Lumina-mGPT / Lumina-mGPT 2.0 folder (as published, or "
+                                   "transformers' layout) or hub id (owner/name), a folder of LlamaGen checkpoint "
+                                   "files, or a LlamaGen GPT checkpoint file")
     g.add_argument("--vq", "--llamagen-vq", dest="vq",
                    help="LlamaGen VQ tokenizer file (vq_ds16_c2i.pt), when it is not the one beside the GPT file")
     g.add_argument("--llamagen-gpt", help=argparse.SUPPRESS)  # the old spelling of --model GPT_FILE
     g.add_argument("--t5", help="FLAN-T5-XL folder (text-to-image LlamaGen)")
     g.add_argument("--image-size", type=positive_int, help="LlamaGen training size, when the GPT file name does not say")
     g.add_argument("--n-head", type=positive_int, help="LlamaGen heads, for a GPT file that matches no preset")
-    g.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT), if not in the model folder")
+    g.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT), or movqgan_270M.ckpt or its "
+                                   "folder (Lumina-mGPT 2.0), if not in or beside the model folder")
     g.add_argument("--vision-tokenizer", help="Emu3-VisionTokenizer folder or hub id (BAAI's Emu3-Gen layout), if "
                                               "neither inside nor beside the model folder")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],

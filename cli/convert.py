@@ -3,13 +3,14 @@
 SRC is anything the loaders take (a folder or hub id in an original publisher's layout or transformers',
 a LlamaGen checkpoint file or folder). DST is a folder in **transformers' own layout** for Janus-Pro, Emu3-Gen
 and Lumina-mGPT (``save_pretrained``: safetensors, ``config.json``, generation config, tokenizer; Lumina also
-``vqgan.safetensors`` with its config in the metadata), and a folder of ``.safetensors`` files for LlamaGen.
+``vqgan.safetensors`` with its config in the metadata, Lumina-mGPT 2.0 ``movqgan.safetensors``), and a folder of
+``.safetensors`` files for LlamaGen.
 
 Why not a ZipAR pipeline folder (``model_index.json``)? A transformers folder is what every face reads
 directly (``load_model``, ``ZipARPipeline.from_pretrained``, the ComfyUI loader, ``--model``) and what
 transformers and other tools read too; a pipeline folder would only load through diffusers. Converting once
 saves the in-memory conversion on every load (Emu3's tokenizer alone takes seconds to rebuild) and drops the
-pickles (Janus' ``.bin`` shards, Chameleon's ``vqgan.ckpt``).
+pickles (Janus' ``.bin`` shards, Chameleon's ``vqgan.ckpt``, MoVQGAN's ``movqgan_270M.ckpt``).
 
 No torch is imported until the command runs.
 """
@@ -33,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("dst", help="new (or empty) folder to write")
     p.add_argument("--dtype", default="keep", choices=DTYPES, help="weights' dtype (default: as in SRC)")
     p.add_argument("--vision-tokenizer", help="Emu3-VisionTokenizer folder or hub id (BAAI's Emu3-Gen layout)")
-    p.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT)")
+    p.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT), or movqgan_270M.ckpt "
+                                   "(Lumina-mGPT 2.0)")
     p.add_argument("--vq", "--llamagen-vq", dest="vq", help="LlamaGen VQ checkpoint, if not beside the GPT file")
     p.add_argument("--t5", help="FLAN-T5-XL folder (text-to-image LlamaGen)")
     p.add_argument("--image-size", type=int, help="LlamaGen training size, when the GPT file name does not say")

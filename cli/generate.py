@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="images of one prompt or class to PNG files (settings in PNG metadata)")
     model_args(p)
     cond = p.add_mutually_exclusive_group()
-    cond.add_argument("--prompt", help="text prompt (text-to-image models)")
+    cond.add_argument("--prompt", help="text prompt (text-to-image models; Lumina-mGPT 2.0's dual-panel tasks start it "
+                                       "with <depth>, <canny>, <hed> or <openpose>)")
     cond.add_argument("--class-label", type=int,
                       help="class id, for class-conditional models, in the model's own range (LlamaGen c2i: ImageNet "
                            "0..999; the demo model: its shape classes, which zipar demo lists); refused outside it")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass
 from functools import lru_cache
 

@@ -200,8 +200,9 @@ class ZipARSampler:
                 "model": ("ZIPAR_MODEL", {"tooltip": "The model from ZipAR Model Loader."}),
                 "prompt": ("STRING", {
                     "multiline": True, "dynamicPrompts": True, "default": "",
-                    "tooltip": "What to draw. Text models (Janus-Pro, Emu3-Gen, Lumina-mGPT, LlamaGen t2i): a "
-                               "description. Class-conditional models: a class number, from that model's own "
+                    "tooltip": "What to draw. Text models (Janus-Pro, Emu3-Gen, Lumina-mGPT, Lumina-mGPT 2.0, LlamaGen "
+                               "t2i): a description; Lumina-mGPT 2.0's dual-panel tasks (the image above, its map below) "
+                               "start it with <depth>, <canny>, <hed> or <openpose>. Class-conditional models: a class number, from that model's own "
                                f"range: LlamaGen c2i {class_range_text(1000)}; the built-in demo {_demo_classes()}. "
                                "Several, separated by commas, give one image each (cycled over the batch). "
                                "Empty: image i gets class (seed + i) mod the number of classes."}),

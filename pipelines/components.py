@@ -22,6 +22,7 @@ from diffusers.configuration_utils import register_to_config
 from ..zipar_core.models.chameleon_vqgan import ChameleonVQGANDecoder, VQGANConfig
 from ..zipar_core.models.llamagen.gpt import LlamaGenConfig, LlamaGenTransformer
 from ..zipar_core.models.llamagen.vq import VQConfig, VQModel
+from ..zipar_core.models.movqgan import MoVQGANConfig, MoVQGANDecoder
 
 
 def _fields(cfg) -> dict:
@@ -102,10 +103,28 @@ class ChameleonVQGANModel(ModelMixin, ConfigMixin):
         return self.model(codes)
 
 
+class MoVQGANModel(ModelMixin, ConfigMixin):
+    """The decoder half of MoVQGAN (Lumina-mGPT 2.0's image decoder) as a diffusers component."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, n_embed: int = 16384, embed_dim: int = 4, z_channels: int = 4, ch: int = 256,
+                 ch_mult: list[int] = (1, 2, 2, 4), num_res_blocks: int = 2, attn_levels: list[int] = (3,),
+                 out_ch: int = 3):
+        super().__init__()
+        self.model = MoVQGANDecoder(MoVQGANConfig(
+            n_embed=n_embed, embed_dim=embed_dim, z_channels=z_channels, ch=ch, ch_mult=list(ch_mult),
+            num_res_blocks=num_res_blocks, attn_levels=list(attn_levels), out_ch=out_ch))
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model(codes)
+
+
 # The wrapper of each plain torch module a family uses as a pipeline component (transformers models and
 # tokenizers are components as they are).
 WRAPPERS = {LlamaGenTransformer: LlamaGenGPTModel, VQModel: LlamaGenVQModel,
-            ChameleonVQGANDecoder: ChameleonVQGANModel}
+            ChameleonVQGANDecoder: ChameleonVQGANModel, MoVQGANDecoder: MoVQGANModel}
 
 
 def wrap(module):

@@ -34,7 +34,8 @@ class PipelineLoadingMixin:
 
         kwargs: diffusers' loading options (``dtype``, ...) and ZipAR settings (``mode``, ``window``, ...);
         for an original folder also ``device``, ``attn_implementation`` and, for Lumina-mGPT, ``vqgan`` (the
-        Chameleon ``vqgan.ckpt`` file or folder) and ``target_size``."""
+        Chameleon ``vqgan.ckpt`` file or folder; Lumina-mGPT 2.0: ``movqgan_270M.ckpt`` or its folder) and
+        ``target_size``."""
         path = registry.builtin_path(pretrained_model_name_or_path) or os.fspath(pretrained_model_name_or_path)
         if os.path.isfile(path):
             raise ValueError(f"{path} is a file. LlamaGen checkpoint files load with "

@@ -15,6 +15,7 @@ llamagen      ``LlamaGenGPTModel`` (c2i or t2i)            ``LlamaGenVQModel``  
 janus         ``JanusForConditionalGeneration`` (with VQ)  --                            -- / tokenizer
 emu3          ``Emu3ForConditionalGeneration`` (with VQ)   --                            -- / tokenizer
 lumina        ``ChameleonForConditionalGeneration``        ``ChameleonVQGANModel``       -- / tokenizer
+lumina2       ``ChameleonForConditionalGeneration``        ``MoVQGANModel``              -- / tokenizer
 ============  ==========================================  ============================  ======================
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..zipar_core.sampler import DecodingCancelled, generate
 from ..zipar_core.schedule import expected_passes
 
 # diffusers resolves saved components by importing their classes from the module model_index.json names
-from .components import ChameleonVQGANModel, LlamaGenGPTModel, LlamaGenVQModel, unwrap  # noqa: F401
+from .components import ChameleonVQGANModel, LlamaGenGPTModel, LlamaGenVQModel, MoVQGANModel, unwrap  # noqa: F401
 from .loading import PipelineLoadingMixin
 from .pipeline_output import ZipARPipelineOutput
 from .settings import OUTPUT_TYPES, SETTINGS, check_output, check_request, resolve_settings, settings_record  # noqa: F401
@@ -73,14 +74,16 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
     Args:
         transformer: the autoregressive model ([`LlamaGenGPTModel`], or transformers' `JanusForConditionalGeneration`,
             `Emu3ForConditionalGeneration`, `ChameleonForConditionalGeneration` for Lumina-mGPT).
-        vqvae: the VQ decoder where it is not part of the transformer ([`LlamaGenVQModel`], [`ChameleonVQGANModel`]).
+        vqvae: the VQ decoder where it is not part of the transformer ([`LlamaGenVQModel`], [`ChameleonVQGANModel`],
+            [`MoVQGANModel`] for Lumina-mGPT 2.0).
         text_encoder: FLAN-T5 encoder for text-to-image LlamaGen.
         tokenizer: the text tokenizer (T5's for LlamaGen t2i, the model's own for the others).
-        family: a registry family ("llamagen", "janus", "emu3", "lumina"); None reads it off the transformer.
+        family: a registry family ("llamagen", "janus", "emu3", "lumina", "lumina2"); None reads it off the transformer.
         mode, window, draft_length, draft_init, paper_first_row, guidance_scale, guidance_interval, temperature, top_k,
             top_p: default ZipAR settings of this pipeline (None: the family's registry defaults); every call can
             override them.
-        target_size: Lumina-mGPT's training size (512 / 768 / 1024), which fixes the sizes it can make.
+        target_size: Lumina-mGPT's training size (512 / 768 / 1024; Lumina-mGPT 2.0: 768), which fixes the sizes it can
+            make.
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"

@@ -34,7 +34,7 @@ def check_output(adapter, num_images_per_prompt: int = 1, output_type: str = "pi
         raise SettingError("output_type", f"{{name}} must be one of {OUTPUT_TYPES}, got {output_type!r}")
     missing = adapter.missing_decoder() if decoder and output_type not in ("codes", "latent") else None
     if missing:
-        raise SettingError("vqgan" if (family or adapter.family) == "lumina" else "vq_path",
+        raise SettingError("vqgan" if (family or adapter.family) in ("lumina", "lumina2") else "vq_path",
                            missing + "; or ask for output_type='codes'")
 
 
@@ -83,7 +83,8 @@ def call_arguments() -> list[tuple[tuple[str, ...], str]]:
     return [
         (("prompt", "class_labels"), "a string or list (text-to-image), or an int or list (class-conditional models); "
                                      "not both"),
-        (("negative_prompt",), "the unconditional branch's prompt (Janus-Pro, Emu3-Gen, Lumina-mGPT, LlamaGen t2i)"),
+        (("negative_prompt",), "the unconditional branch's prompt (Janus-Pro, Emu3-Gen, Lumina-mGPT, Lumina-mGPT 2.0, "
+                                "LlamaGen t2i)"),
         (("height", "width"), "pixels; `None` is the trained size; a size the model cannot make is refused with the "
                               "sizes it can (the sizes column of the defaults table below)"),
         (("num_images_per_prompt",), "images per prompt or class"),

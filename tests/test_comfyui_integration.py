@@ -38,7 +38,8 @@ HF_NO_WEIGHTS = "tiny-janus-no-weights"  # a transformers folder with a config.j
 DEMO_WORKFLOW = "ZipAR Demo (no download)"
 # The Templates browser's card titles are the file names (tests/test_workflows.py lists the same names).
 TEMPLATE_NAMES = {"ZipAR Demo (no download)", "ZipAR LlamaGen ImageNet classes", "ZipAR LlamaGen text-to-image",
-                  "ZipAR Janus-Pro text-to-image", "ZipAR Emu3-Gen text-to-image", "ZipAR Lumina-mGPT text-to-image"}
+                  "ZipAR Janus-Pro text-to-image", "ZipAR Emu3-Gen text-to-image", "ZipAR Lumina-mGPT text-to-image",
+                  "ZipAR Lumina-mGPT 2.0 text-to-image"}
 
 pytestmark = pytest.mark.skipif(not COMFY or not os.path.isfile(os.path.join(COMFY or "", "main.py")),
                                 reason="set ZIPAR_COMFYUI_PATH to a ComfyUI checkout to run the integration test")

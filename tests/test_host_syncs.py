@@ -93,8 +93,16 @@ def _lumina():
     return model, model.prepare(prompt=["a cat", "a red dog"], height=64, width=64, guidance_scale=3.0)
 
 
+def _lumina2():  # its guidance scale per token: a table the sampler indexes on the device
+    from zipar.zipar_core.models.tiny import tiny_lumina2_adapter
+
+    model = tiny_lumina2_adapter()
+    return model, model.prepare(prompt=["a cat", "<depth> a red dog"], height=32, width=32, guidance_scale=3.0)
+
+
 MODELS = {"toy": lambda: _toy(False), "toy-eol": lambda: _toy(True), "llamagen-c2i": lambda: _llamagen("c2i"),
-          "llamagen-t2i": lambda: _llamagen("t2i"), "janus": _janus, "emu3": _emu3, "lumina": _lumina}
+          "llamagen-t2i": lambda: _llamagen("t2i"), "janus": _janus, "emu3": _emu3, "lumina": _lumina,
+          "lumina2": _lumina2}
 CONFIGS = {"ntp": dict(mode="ntp"), "fixed": dict(window=2), "paper-first-row": dict(window=2, paper_first_row=True),
            "filters+interval": dict(window=3, top_k=5, top_p=0.9, guidance_interval=7)}
 

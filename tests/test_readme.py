@@ -7,7 +7,8 @@ from zipar.pipelines.settings import call_arguments_table
 from zipar.zipar_core.models import registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TABLES = [(24, 24, False, [8, 12, 14, 16]), (32, 32, False, [4, 8, 12, 16]), (48, 48, True, [11, 14, 17, 20])]
+TABLES = [(24, 24, False, [8, 12, 14, 16]), (32, 32, False, [4, 8, 12, 16]), (48, 48, True, [11, 14, 17, 20]),
+          (96, 96, True, [8, 12, 16, 24, 32]), (128, 128, True, [8, 12, 16, 24, 32])]  # the last two: Lumina-mGPT 2.0
 
 
 def expected_block() -> str:

@@ -26,6 +26,7 @@ TINY = {
     "janus": ({}, {"prompt": "a cat"}),
     "emu3": ({}, {"prompt": "a cat", "height": 32, "width": 40}),
     "lumina": ({}, {"prompt": "a cat", "height": 64, "width": 64}),
+    "lumina2": ({}, {"prompt": "a cat", "height": 32, "width": 32}),
 }
 
 
@@ -42,7 +43,7 @@ def family(request):
 
 
 def test_every_family_has_a_complete_entry():
-    assert set(registry.FAMILIES) == {"llamagen", "janus", "emu3", "lumina"}
+    assert set(registry.FAMILIES) == {"llamagen", "janus", "emu3", "lumina", "lumina2"}
     for fam in registry.FAMILIES.values():
         assert registry.adapter_class(fam.name).family == fam.name
         assert fam.title and fam.sizes and fam.files and fam.sources and fam.conditioning
@@ -63,7 +64,7 @@ def test_every_family_has_a_complete_entry():
 
 
 def test_family_lookup_errors_name_what_is_supported():
-    with pytest.raises(ValueError, match="unknown model family 'dalle'.*llamagen, janus, emu3, lumina"):
+    with pytest.raises(ValueError, match="unknown model family 'dalle'.*llamagen, janus, emu3, lumina, lumina2"):
         registry.get("dalle")
     with pytest.raises(ValueError, match="unsupported model type 'gpt2'.*janus.*chameleon"):
         registry.family_for_model_type("gpt2")

@@ -26,7 +26,8 @@ NAMES = [os.path.splitext(os.path.basename(p))[0] for p in UI_FILES]
 # The card titles of ComfyUI's Templates browser are the file names (tests/test_comfyui_integration.py lists
 # the same names).
 TEMPLATE_NAMES = {"ZipAR Demo (no download)", "ZipAR LlamaGen ImageNet classes", "ZipAR LlamaGen text-to-image",
-                  "ZipAR Janus-Pro text-to-image", "ZipAR Emu3-Gen text-to-image", "ZipAR Lumina-mGPT text-to-image"}
+                  "ZipAR Janus-Pro text-to-image", "ZipAR Emu3-Gen text-to-image", "ZipAR Lumina-mGPT text-to-image",
+                  "ZipAR Lumina-mGPT 2.0 text-to-image"}
 # The folder names ComfyUI 0.3.64 reads templates from (app/custom_node_manager.py); it lists every one that
 # exists, so a second one would show each template twice.
 COMFY_TEMPLATE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")
@@ -38,6 +39,7 @@ DOCUMENTED_MODELS = {
     "c2i_L_384.pt": "file", "vq_ds16_c2i.pt": "file",
     "LlamaGen-t2i-XL-512/t2i_XL_stage2_512.pt": "file", "LlamaGen-t2i-XL-512/vq_ds16_t2i.pt": "file",
     "LlamaGen-t2i-XL-512/flan-t5-xl": "hf", "Janus-Pro-7B": "hf", "Emu3-Gen": "hf", "Lumina-mGPT-7B-768": "hf",
+    "Lumina-mGPT-2.0": "hf", "Lumina-mGPT-2.0/movqgan/270M/movqgan_270M.ckpt": "file",
 }
 
 
@@ -127,7 +129,7 @@ def check_value(node_type, name, kind, opts, value):
 
 def test_documented_layout_gives_the_workflow_entries(documented_model_folder):
     assert glue.list_model_entries() == ["c2i_L_384.pt", "Emu3-Gen", "Janus-Pro-7B", "LlamaGen-t2i-XL-512",
-                                         "Lumina-mGPT-7B-768"]
+                                         "Lumina-mGPT-2.0", "Lumina-mGPT-7B-768"]
 
 
 def test_the_demo_is_the_first_template_and_single_files_declare_their_downloads():
@@ -163,7 +165,8 @@ def test_every_family_has_a_workflow():
 def test_template_names_read_as_titles(name):
     """The frontend shows the file name as the card title (and, with - and _ as spaces, as its description);
     it asks for <name>.json and <name>.jpg: names of words, URL-safe once spaces are encoded."""
-    assert re.fullmatch(r"ZipAR [A-Za-z0-9 ()-]+", name) and "_" not in name and len(name) <= 40
+    assert re.fullmatch(r"ZipAR [A-Za-z0-9 ()-]+( [0-9]\.[0-9] [A-Za-z-]+)?", name)  # a version: Lumina-mGPT 2.0
+    assert "_" not in name and len(name) <= 40
     assert any(f.title in name for f in registry.FAMILIES.values()) or "Demo" in name
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .cache import visibility_mask
-from .sampling import apply_guidance, one_hot, probabilities, residual, sample_from
+from .sampling import apply_guidance, one_hot, probabilities, residual, sample_from, scale_at
 from .schedule import DRAFT_TOKEN, EOL, HEAD, JacobiPass
 
 
@@ -35,7 +35,7 @@ class JacobiStep:
     source: torch.Tensor  # (B, Q) index into [codes | drafts] of the token fed
     chain: torch.Tensor  # (B, Q) chain of a draft / in-chain EOL query, -1 for final tokens, -2 padding
     need: torch.Tensor  # (B, Q) accepted drafts of its chain after which its K/V stays
-    query_target: torch.Tensor  # (B, Q) code index its output predicts (trash: none), for guidance_interval
+    query_target: torch.Tensor  # (B, Q) code index its output predicts (trash: none), for the guidance scales
     out: torch.Tensor  # (B, C, K+1) query whose output predicts target j
     target: torch.Tensor  # (B, C, K+1) code index of target j (padding -> trash)
     drafts: torch.Tensor  # (B, C) number of drafts k of each chain (0 for padding)
@@ -99,8 +99,9 @@ def _plan_rows(plan: JacobiPass, layout, scratch: int, Q: int, C: int, K: int) -
 class JacobiVerifier:
     """Draws the drafts of a pass and verifies them after it: the sampling side of the Jacobi modes."""
 
-    def __init__(self, config, batch: int, vocab: int, generators, codes: torch.Tensor):
+    def __init__(self, config, batch: int, vocab: int, generators, codes: torch.Tensor, scales=None):
         self.cfg, self.B, self.V, self.codes, self.gens = config, batch, vocab, codes, generators
+        self.scales = scales  # sampling.guidance_scales: the guidance scale of each target
         self.trash = (codes.shape[1] - 2) // 2 + 1  # codes: [grid | EOL | trash | drafts]
         self.prev_probs = None  # (B, Q, V) the previous pass's distributions (draft refresh)
         self.q = None  # (B, C, K, V) the distributions the pass's drafts were drawn from
@@ -140,9 +141,7 @@ class JacobiVerifier:
     def probabilities(self, logits: torch.Tensor, step: JacobiStep) -> torch.Tensor:
         cfg = self.cfg
         if cfg.guidance:
-            scale = cfg.guidance_scale if cfg.guidance_interval is None else torch.where(
-                step.query_target < cfg.guidance_interval, cfg.guidance_scale, 1.0)[..., None].to(logits.dtype)
-            logits = apply_guidance(logits, self.B, scale)
+            logits = apply_guidance(logits, self.B, scale_at(self.scales, step.query_target, logits.dtype))
         return probabilities(logits, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, Q, V)
 
     def verify(self, probs: torch.Tensor, step: JacobiStep, u: torch.Tensor) -> torch.Tensor:

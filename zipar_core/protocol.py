@@ -14,7 +14,7 @@ return logits over the codebook only (restricting sampling to image tokens, docs
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,6 +40,10 @@ class Conditioning:
     prefix_valid: torch.Tensor  # (rows, prefix) bool: False for left padding, never attended
     payload: Any = None  # adapter-specific inputs (embeddings, ids, per-row position offsets)
     extras: dict = field(default_factory=dict)  # height / width in pixels of the image it makes
+    # the family's guidance scale per image token: guidance_scale -> (rows * cols,) tensor by raster index, for a
+    # model whose own sampler changes the scale along the image (Lumina-mGPT 2.0); None: guidance_scale everywhere.
+    # Only the sampler applies it (sampling.guidance_scales).
+    guidance_schedule: Callable[[float], torch.Tensor] | None = None
 
     @property
     def num_rows(self) -> int:

@@ -20,7 +20,7 @@ from .config import ZipARConfig
 from .errors import SettingError
 from .jacobi import JacobiVerifier, build_step, chain_visibility
 from .protocol import EOL_TOKEN, Conditioning, ZipARModel
-from .sampling import apply_guidance, probabilities, sample_from, speculative_step
+from .sampling import apply_guidance, guidance_scales, probabilities, sample_from, scale_at, speculative_step
 from .schedule import (
     DRAFT,
     EOL,
@@ -130,7 +130,8 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     # [grid | EOL sentinel | trash], and in the Jacobi modes [... | the draft of every grid position]
     codes = torch.full((B, 2 * HW + 2 if jacobi else HW + 2), -1, dtype=torch.long, device=dev)
     codes[:, HW] = EOL_TOKEN
-    sampler = _TokenSampler(config, B, V, generator, codes)  # checks the generators before any allocation
+    scales = guidance_scales(config, cond.guidance_schedule, HW, dev)  # per-token guidance scale (issue 23)
+    sampler = _TokenSampler(config, B, V, generator, codes, scales)  # checks the generators before any allocation
     filled = torch.zeros((N, scratch + 1), dtype=torch.bool, device=dev)
     filled[:, : layout.prefix] = cond.prefix_valid.to(dev)
     cache = cache if cache is not None else model.new_cache(cond, scratch + 1)
@@ -172,7 +173,8 @@ def _decode(model, cond, config, codes, sampler, filled, cache, stats, timer, st
     _notify(callback, cancel, 0, codes, layout, stats, lambda: first)
 
     if jacobi:
-        _decode_jacobi(sched, JacobiVerifier(config, B, model.codebook_size, sampler.gens, codes), step_forward, cond, filled, timer,
+        verifier = JacobiVerifier(config, B, model.codebook_size, sampler.gens, codes, sampler.scales)
+        _decode_jacobi(sched, verifier, step_forward, cond, filled, timer,
                        stats, lambda f: _notify(callback, cancel, stats.passes - 1, codes, layout, stats, f), scratch)
     for step in ([] if jacobi else _steps(sched, layout, config, scratch, dev)):
         plans = step.plans * (B // len(step.plans))  # fixed/ntp: one plan shared by every image
@@ -195,8 +197,9 @@ def _decode(model, cond, config, codes, sampler, filled, cache, stats, timer, st
 class _TokenSampler:
     """Turns a pass's logits into tokens: guidance, filters, per-sample seeded draws, adaptive verify."""
 
-    def __init__(self, config: ZipARConfig, batch: int, vocab: int, generator, codes: torch.Tensor):
+    def __init__(self, config: ZipARConfig, batch: int, vocab: int, generator, codes: torch.Tensor, scales=None):
         self.cfg, self.B, self.V, self.codes, self.device = config, batch, vocab, codes, codes.device
+        self.scales = scales  # sampling.guidance_scales: the guidance scale of each target
         self.gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * batch
         if len(self.gens) != batch:
             raise ValueError(f"got {len(self.gens)} generators for a batch of {batch} images; "
@@ -211,9 +214,7 @@ class _TokenSampler:
         Writes the sampled tokens into the code buffer; returns {sample: accepted} for VERIFY feeds."""
         cfg, B = self.cfg, self.B
         if cfg.guidance:
-            scale = cfg.guidance_scale if cfg.guidance_interval is None else torch.where(
-                target < cfg.guidance_interval, cfg.guidance_scale, 1.0)[..., None].to(logits.dtype)
-            logits = apply_guidance(logits, B, scale)
+            logits = apply_guidance(logits, B, scale_at(self.scales, target, logits.dtype))
         probs = probabilities(logits, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, q, V)
         drafts = drafts or {}
         uniform, accept, resample = self._draw(probs.shape[1], counts, drafts)

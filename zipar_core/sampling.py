@@ -6,6 +6,8 @@ compare them with ``TopKLogitsWarper`` / ``TopPLogitsWarper``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -18,6 +20,30 @@ def apply_guidance(logits: torch.Tensor, batch: int, scale: torch.Tensor | float
     cond, uncond = logits[:batch], logits[batch:]
     assert cond.shape == uncond.shape, "guidance needs as many unconditional rows as conditional ones"
     return uncond + (cond - uncond) * scale
+
+
+def guidance_scales(config, schedule: Callable[[float], torch.Tensor] | None, num_tokens: int, device):
+    """The guidance scale of every image token, indexed like the sampler's targets (raster index in the grid,
+    then the EOL sentinel and the trash entry): ``config.guidance_scale``, or the model family's schedule of it
+    (``Conditioning.guidance_schedule``: Lumina-mGPT 2.0 lowers its scale along the image), and 1 from
+    ``config.guidance_interval`` on. None without guidance; a plain float when every token has the same scale
+    (then guidance multiplies by that number, as it always has). Built once per decode, before the passes."""
+    if not config.guidance:
+        return None
+    if schedule is None and config.guidance_interval is None:
+        return config.guidance_scale
+    table = torch.full((num_tokens + 2,), float(config.guidance_scale))
+    if schedule is not None:
+        table[:num_tokens] = schedule(config.guidance_scale)
+    if config.guidance_interval is not None:
+        table[config.guidance_interval:] = 1.0
+    return table.to(device)
+
+
+def scale_at(scales: torch.Tensor | float, target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | float:
+    """The scales of a pass's queries from :func:`guidance_scales`' table, (..., 1) for the logits' last dim;
+    the float itself when it is one number."""
+    return scales[target][..., None].to(dtype) if isinstance(scales, torch.Tensor) else scales
 
 
 def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:

@@ -41,5 +41,5 @@ def load_model(path_or_id: str | os.PathLike, options: LoadOptions | None = None
     else:  # a hub id: its config.json (cached by huggingface_hub) says the family and the layout
         from .hub import read_config
 
-        family = registry.family_for_model_type(read_config(path, options.hub).get("model_type", ""), path)
+        family = registry.family_for_config(read_config(path, options.hub), path)
     return registry.adapter_class(family.name).from_pretrained(path, options, **parts)

@@ -38,8 +38,9 @@ SIZE_TOKEN, SIZE_TOKEN_BASE = "<reserved08800>", 8804  # the size token of n uni
 
 
 def generate_crop_size_list(num_patches: int, patch_size: int = PATCH, max_ratio: float = 4.0) -> list[tuple[int, int]]:
-    """(width, height) pairs Lumina-mGPT was trained on at a target size (its item processor's list): every
-    w x h grid of 32-px patches with w*h <= (target/32)^2 and aspect ratio at most 4."""
+    """(width, height) pairs Lumina-mGPT was trained on at a target size (its item processor's list): the w x h
+    grids of 32-px patches along w*h <= (target/32)^2, each as tall as that allows for its width (w*h above 91% of
+    the target area at 768), with aspect ratio at most 4."""
     sizes, wp, hp = [], num_patches, 1
     while wp > 0:
         if max(wp, hp) / min(wp, hp) <= max_ratio:
@@ -64,6 +65,8 @@ def guess_target_size(path_or_id: str) -> int | None:
 
 class LuminaAdapter(VocabularyImageAdapter):
     family = "lumina"
+    title = "Lumina-mGPT"  # in messages
+    sized_title = "Lumina-mGPT-{size}"  # a checkpoint of one training size, in messages
     eol = True
 
     def __init__(self, model, tokenizer=None, vqgan=None, target_size: int | None = 768):
@@ -153,14 +156,15 @@ class LuminaAdapter(VocabularyImageAdapter):
         height, width = height or self.target_size or 768, width or self.target_size or 768
         for name, side in (("height", height), ("width", width)):
             if side <= 0 or side % PATCH:
-                raise SettingError(name, f"Lumina-mGPT cannot make {width}x{height}: both sides must be positive "
+                raise SettingError(name, f"{self.title} cannot make {width}x{height}: both sides must be positive "
                                          f"multiples of {PATCH} px (its size tokens count 32-px units); change {{name}}")
         if self.target_size is not None and (width, height) not in supported_sizes(self.target_size):
             sizes = supported_sizes(self.target_size)
             near = sorted(sizes, key=lambda s: abs(s[0] - width) + abs(s[1] - height))[:4]
-            raise SettingError("width", f"Lumina-mGPT-{self.target_size} was not trained for {width}x{height}: its "
-                                        f"sizes are w*h <= {self.target_size}^2 in 32-px steps with aspect ratio <= 4, "
-                                        f"e.g. {', '.join(f'{w}x{h}' for w, h in near)}; change {{other:width}} and "
+            raise SettingError("width", f"{self.sized_title.format(size=self.target_size)} was not trained for "
+                                        f"{width}x{height}: its sizes are the 32-px steps with w*h just under "
+                                        f"{self.target_size}^2 and aspect ratio <= 4, e.g. "
+                                        f"{', '.join(f'{w}x{h}' for w, h in near)}; change {{other:width}} and "
                                         "{other:height}")
         return height // self.factor, width // self.factor
 

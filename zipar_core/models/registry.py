@@ -91,6 +91,7 @@ class Family:
     variants: dict[str, Defaults] = field(default_factory=dict)  # keyed by the adapter's ``variant``
     labels: dict[str, str] = field(default_factory=dict)  # what each variant ("" = default) is, for tables
     model_types: tuple[str, ...] = ()  # config.json model_type values (transformers' and the original publishers')
+    claims: str = ""  # "module:function" of config.json -> bool, for a family that shares a model_type with another
     module_classes: tuple[str, ...] = ()  # class names of the main module (non-transformers families)
     sizes: str = ""  # what sizes it makes, for help texts
     pixels_per_token: int = 16
@@ -170,6 +171,32 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                       "subfolder (or one chameleon/tokenizer/ folder beside the model folders, or vqgan=)"),
             Published("a transformers Chameleon folder (e.g. written by zipar convert)", "transformers (chameleon)",
                       "as published", "the folder, with vqgan.ckpt + vqgan.yaml or vqgan.safetensors in it"))),
+    Family(
+        name="lumina2", title="Lumina-mGPT 2.0", adapter="lumina2:Lumina2Adapter", conditioning="text",
+        model_types=("chameleon",), claims="lumina2_original:is_lumina2_config",
+        defaults=Defaults(window=16, guidance_scale=4.0, top_k=4096), pixels_per_token=8, eol=True,
+        sizes="its training sizes: 32-px steps with w*h just under 768^2, aspect ratio <= 4 (768x768 by default); a "
+              "prompt starting with <depth>, <canny>, <hed> or <openpose> makes its dual-panel image (the image above, "
+              "the map below)",
+        files="the folder of Alpha-VLLM/Lumina-mGPT-2.0 with movqgan_270M.ckpt (ai-forever/MoVQGAN) in it, in its "
+              "movqgan/270M/ subfolder or beside it",
+        tiny="tiny:tiny_lumina2_adapter",
+        # guidance: README / scripts/sample.sh (cfg 4.0, image top-k 4096, temperature 1.0; its processor then keeps
+        # the scale at 4, see lumina2.guidance_schedule). window 16: `zipar steps --eol` gives 1616 passes at 96x96
+        # (768 px; 17.5% of NTP's 9216) and 2160 at 128x128; it sees 128 px of the row above, between Emu3-Gen's 8
+        # (64 px; the ZipAR paper's setting for its 90x90 grid of 8-px tokens) and the 16-px families' 16 (256 px).
+        # Not measured on this model (7B, no GPU here): window 24 (2376 passes) is the cautious choice, 8 (856) the
+        # fast one.
+        sources="Lumina-mGPT 2.0's README and sample.sh (cfg 4.0, image top-k 4096); window 16 chosen by pass count "
+                "(1616 of 9216 at 768 px) and the context it keeps (128 px of the row above), not measured",
+        published=(
+            Published("Alpha-VLLM/Lumina-mGPT-2.0 + ai-forever/MoVQGAN's movqgan_270M.ckpt",
+                      "Alpha-VLLM (chameleon, ChameleonXLLMX config; q/k norms per model-parallel shard; Qwen2.5-style "
+                      "tokenizer.json; MoVQGAN a separate pickle)", "converted in memory (the MoVQGAN pickle read "
+                      "weights-only)", "the downloaded folder with movqgan_270M.ckpt in it, in its movqgan/270M/ or "
+                      "beside it (or vqgan=)"),
+            Published("a transformers Chameleon folder of it written by zipar convert", "transformers (chameleon)",
+                      "as published", "the folder (movqgan.safetensors in it)"))),
 )}
 
 
@@ -197,14 +224,29 @@ def family_for_model_type(model_type: str, where: str = "") -> Family:
                         "checkpoint files")
 
 
+def family_for_config(config: dict, where: str = "") -> Family:
+    """The family of a config.json: by ``model_type``, and where families share one (Lumina-mGPT and Lumina-mGPT
+    2.0 are both "chameleon"), the one whose ``claims`` accepts the config, else the one without ``claims``."""
+    model_type = config.get("model_type", "")
+    sharing = [f for f in FAMILIES.values() if model_type in f.model_types]
+    for fam in sharing:
+        if fam.claims and _attr(fam.claims)(config):
+            return fam
+    for fam in sharing:
+        if not fam.claims:
+            return fam
+    return family_for_model_type(model_type, where)
+
+
 def family_of_module(module) -> Family:
     """The family of a main model module (a pipeline's ``transformer`` component, unwrapped)."""
     for fam in FAMILIES.values():
         if type(module).__name__ in fam.module_classes:
             return fam
-    model_type = getattr(getattr(module, "config", None), "model_type", None)
+    config = getattr(module, "config", None)
+    model_type = getattr(config, "model_type", None)
     try:
-        return family_for_model_type(model_type)
+        return family_for_config(config.to_dict() if hasattr(config, "to_dict") else {"model_type": model_type})
     except UnknownFamily:
         raise UnknownFamily(
             f"unknown model family: the transformer component is a {type(module).__name__} (model_type "
@@ -219,7 +261,7 @@ def detect(path: str) -> Family:
     if os.path.isdir(path) and not os.path.isfile(config):
         return FAMILIES["llamagen"]  # a folder of checkpoint files
     with open(config, encoding="utf-8") as f:
-        return family_for_model_type(json.load(f).get("model_type", ""), path)
+        return family_for_config(json.load(f), path)
 
 
 def _attr(spec: str):

@@ -226,3 +226,120 @@ def tiny_lumina_adapter(device="cpu", dtype=None, target_size=None, vqgan=True, 
 
 def _to(model, device, dtype):
     return model.to(device) if dtype is None else model.to(device, dtype)
+
+
+# -- Lumina-mGPT 2.0 ---------------------------------------------------------------------------------
+
+# Qwen2.5's special tokens (ids 151643..151664), then Lumina-mGPT 2.0's at the ids its code names (<racm3:break>
+# 151665, <eoss> 151666, end of line 151670: inference_solver.decode_ids), then the others; the adapter reads every
+# id by name
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+                 "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]
+LUMINA2_SPECIALS = QWEN_SPECIALS + ["<racm3:break>", "<eoss>", "<reserved08796>", "<reserved08797>",
+                                    "<reserved08798>", "<reserved08799>", "<reserved08706>"] \
+    + [f"<reserved{8800 + n:05d}>" for n in range(49)]
+LUMINA2_CORPUS = ["Generate an image of 768x768 according to the following prompt:\na red cat on the mat, a photo",
+                  "Generate a dual-panel image of 512x1024 where the <lower half> displays a <depth map>, while the "
+                  "<upper half> retains the original image for direct visual comparison:\na blue dog, lowres, bad"]
+# Qwen2's pre-tokenizer split (its tokenizer.json), so transformers' Qwen2Tokenizer tokenizes as the file does
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+              r"\s+(?!\S)|\s+")
+
+
+def lumina2_tokenizer_json() -> str:
+    """A tiny byte-level BPE in the form of Lumina-mGPT 2.0's tokenizer.json (Qwen2.5-style: Qwen's split, byte
+    level, merges learnt here from two prompts), its special tokens at ids 151643 and up."""
+    import json
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(LUMINA2_CORPUS, trainers.BpeTrainer(
+        vocab_size=320, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    data = json.loads(tok.to_str())
+    specials = {name: 151643 + i for i, name in enumerate(LUMINA2_SPECIALS)}
+    data["model"]["vocab"].update(specials)
+    data["added_tokens"] = [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
+                             "normalized": False, "special": True} for s, i in specials.items()]
+    return json.dumps(data, ensure_ascii=False)
+
+
+def write_lumina2_tokenizer(folder) -> None:
+    """The tiny tokenizer as Lumina-mGPT 2.0's folder holds its own: tokenizer.json and a Qwen2.5-style
+    tokenizer_config.json (Qwen2Tokenizer, no BOS, EOS and padding <|endoftext|>), readable by transformers 4
+    (the original's) and 5."""
+    import json
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8") as f:
+        f.write(lumina2_tokenizer_json())
+    added = {str(151643 + i): {"content": name, "lstrip": False, "normalized": False, "rstrip": False,
+                               "single_word": False, "special": True} for i, name in enumerate(LUMINA2_SPECIALS)}
+    config = {"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": "<|endoftext|>",
+              "pad_token": "<|endoftext|>", "unk_token": None, "add_prefix_space": False, "errors": "replace",
+              "clean_up_tokenization_spaces": False, "model_max_length": 131072, "split_special_tokens": False,
+              "added_tokens_decoder": added}
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=1)
+
+
+def lumina2_tokenizer():
+    """The tiny tokenizer as transformers loads it (no BOS, EOS and padding <|endoftext|>, as Qwen2.5's)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(lumina2_tokenizer_json()),
+                                   eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def tiny_lumina2(codebook=32, attn="sdpa", seed=0, max_positions=512, text_size: dict | None = None):
+    """Lumina-mGPT 2.0's layout at a tiny size: a Chameleon whose vocabulary holds the image tokens at 155000 +
+    code (so 155,000 + codebook + 1 ids, as the release's 171,385), no image encoder, config BOS/EOS ids that are
+    not the tokenizer's (the adapter must read them from the tokenizer)."""
+    from transformers import ChameleonForConditionalGeneration
+
+    from .lumina2_original import IMAGE_TOKEN_BASE, STUB_ENCODER, drop_image_encoder, hf_config
+
+    tok = lumina2_tokenizer()
+    size = {**dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2), **(text_size or {})}
+    config, own = hf_config({"model_type": "chameleon", "vocab_size": IMAGE_TOKEN_BASE + codebook + 1, **size,
+                             "max_position_embeddings": max_positions, "vocabulary_map": tok.get_vocab(),
+                             "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None, "swin_norm": False,
+                             "vq_config": dict(STUB_ENCODER)})  # a saved copy reloads with a tiny unused encoder
+    config._attn_implementation = attn
+    torch.manual_seed(seed)
+    model = _scale(drop_image_encoder(ChameleonForConditionalGeneration(config), own), 2.0)
+    with torch.no_grad():  # every norm away from 1 / 0 and each head its own q/k norm: a wrong norm cannot hide
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.3 * torch.randn_like(p))
+    return model, tok
+
+
+def tiny_movqgan(codebook=32, seed=2):
+    """A MoVQGAN decoder with 8 px per token (three upsamplings), narrow, attention at the coarsest level."""
+    from .movqgan import MoVQGANConfig, MoVQGANDecoder
+
+    torch.manual_seed(seed)
+    model = MoVQGANDecoder(MoVQGANConfig(n_embed=codebook, embed_dim=4, z_channels=4, ch=32, ch_mult=[1, 1, 1, 1],
+                                         num_res_blocks=1, attn_levels=[3])).eval()
+    with torch.no_grad():  # zq modulation away from the identity, so that a wrong zq path shows
+        model.quantize.embedding.weight.normal_()
+    return model
+
+
+def tiny_lumina2_adapter(device="cpu", dtype=None, target_size=None, vqgan=True, **options):
+    """target_size None: any multiple of 32 px that fits the context; vqgan: with a tiny MoVQGAN decoder."""
+    from .lumina2 import Lumina2Adapter
+
+    model, tok = tiny_lumina2(**options)
+    codebook = options.get("codebook", 32)
+    decoder = tiny_movqgan(codebook).to(device) if vqgan else None
+    return Lumina2Adapter(_to(model, device, dtype), tok, decoder, target_size=target_size, codebook_size=codebook)
