@@ -24,7 +24,7 @@ warnings.filterwarnings("ignore", message="MatMul8bitLt")  # LLM.int8() computes
 REQUESTS = {"llamagen": {"class_labels": [3]}, "janus": {"prompt": ["photo of a dog"]},
             "emu3": {"prompt": ["photo of a dog"], "height": 32, "width": 40},
             "lumina": {"prompt": ["photo of a dog"], "height": 64, "width": 64},
-            "lumina2": {"prompt": ["photo of a dog"], "height": 64, "width": 64}}
+            "lumina2": {"prompt": ["photo of a dog"], "height": 32, "width": 32}}
 SCALE = 2.0
 
 
@@ -196,9 +196,12 @@ def test_missing_bitsandbytes_is_one_line_in_each_face_before_any_weight(folders
     assert "Fix: set quantization" in str(e.value)
 
 
-def test_a_quantization_that_cannot_apply_is_refused_before_any_weight(folders, tmp_path):
+def test_a_quantization_that_cannot_apply_is_refused_before_any_weight(folders, tmp_path, capsys):
     with pytest.raises(SettingError, match="runs on CUDA and the CPU .* on mps"):
         load_model(folders["janus"], quantization="nf4", device="mps")
+    assert main(["generate", "--model", folders["janus"], "--prompt", "a cat", "--quantize", "int8", "--device", "mps",
+                 "-o", str(tmp_path / "x.png")]) == 2
+    assert "--quantize runs on CUDA and the CPU" in _one_line(capsys.readouterr().err)
     saved = tmp_path / "janus-int8"
     loaded(folders, "janus", "int8").save_pretrained(str(saved))
     with pytest.raises(SettingError, match="quantization='nf4' cannot apply: .* is saved quantized as int8"):

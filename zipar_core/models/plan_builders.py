@@ -81,13 +81,13 @@ def _meta_decoder(family: str, transformer: nn.Module, parts: dict, dtype: torch
 
 
 def _subject(name: str, family: str, transformer: nn.Module, parts: dict, dtype: torch.dtype, quantization,
-             codebook: int, variant: str, size, text_tokens: int) -> Subject:
+             codebook: int, variant: str, size, text_tokens: int, pixels_per_token: int | None = None) -> Subject:
     fam = registry.get(family)
     return Subject(name=name, family=family, transformer=transformer, parts=parts, dtype=dtype,
                    quantization=quantization, keep=keep_unquantized(family), codebook=codebook,
                    dims=_dims(family, transformer), kv_cache=_kv_cache(family, transformer),
-                   defaults=fam.defaults_for(variant).as_dict(), eol=fam.eol, pixels_per_token=fam.pixels_per_token,
-                   default_size=size, text_tokens=text_tokens,
+                   defaults=fam.defaults_for(variant).as_dict(), eol=fam.eol,
+                   pixels_per_token=pixels_per_token or fam.pixels_per_token, default_size=size, text_tokens=text_tokens,
                    decode=_meta_decoder(family, transformer, parts, dtype))
 
 
@@ -103,7 +103,7 @@ def subject_of_adapter(adapter, name: str | None = None) -> Subject:
         parts["text_encoder"] = _meta_t5(_read_json(os.path.join(t5.path, "config.json")), adapter.dtype)
     return _subject(name or getattr(adapter, "family", "model"), adapter.family, transformer, parts, adapter.dtype,
                     quantization_of(transformer), adapter.codebook_size, getattr(adapter, "variant", "") or "",
-                    adapter.default_size, 1)
+                    adapter.default_size, getattr(adapter, "prefix", 1), adapter.downsample)
 
 
 def plan_adapter(adapter, request, config: ZipARConfig, batch: int, device, *, quantization=_KEEP,
@@ -267,6 +267,11 @@ def subject_of(model: str, dtype: torch.dtype | None = None, quantization=None, 
         dtype = dtype or torch.bfloat16  # the releases' dtype
     else:
         path = registry.builtin_path(model) or model
+        from ..model_files import is_hub_id
+
+        if not os.path.exists(path) and not is_hub_id(path):
+            raise FileNotFoundError(f"no model at {path}: give a model folder, a checkpoint file, a published name "
+                                    f"({', '.join(published.names()[:3])}, ...) or a hub id (owner/name)")
         if os.path.isfile(os.path.join(path, "model_index.json")):
             return _pipeline_folder(path, dtype, quantization)
         if os.path.exists(path) and registry.detect(path).name == "llamagen":
@@ -333,7 +338,7 @@ def _pipeline_folder(folder: str, dtype, quantization) -> Subject:
     if os.path.isdir(os.path.join(folder, "text_encoder")):
         parts["text_encoder"] = _meta_t5(_read_json(os.path.join(folder, "text_encoder", "config.json")), dtype)
     return _subject(name, "llamagen", gpt, parts, dtype, quantization, gpt.config.vocab_size, adapter.variant,
-                    adapter.default_size, gpt.config.cls_token_num)
+                    adapter.default_size, gpt.config.cls_token_num, adapter.downsample)
 
 
 def _folder_size(family: str, path: str, transformer: nn.Module) -> tuple[int, int]:
