@@ -9,7 +9,8 @@ import math
 import os
 import sys
 
-from ..zipar_core.config import DRAFT_INITS, MODE_HELP, MODES
+from ..zipar_core.config import DRAFT_INITS
+from ..zipar_core.modes import MODES, NAMES
 
 # ZipAR settings a user can set on the command line: the ZipARPipeline.__call__ argument of each name.
 SETTINGS = ("mode", "window", "draft_length", "draft_init", "guidance_scale", "temperature", "top_k", "top_p",
@@ -77,7 +78,7 @@ def model_args(p) -> None:
 
 def setting_args(p) -> None:
     g = p.add_argument_group("decoding (default: the pipeline's config, then the model family's own defaults)")
-    g.add_argument("--mode", choices=MODES, help="; ".join(f"{m}: {MODE_HELP[m]}" for m in MODES).replace("`", ""))
+    g.add_argument("--mode", choices=NAMES, help="; ".join(f"{m}: {MODES[m].help}" for m in NAMES).replace("`", ""))
     g.add_argument("--window", type=positive_int, help="ZipAR window s (adaptive: the minimum window)")
     g.add_argument("--draft-length", type=positive_int, help="sjd / zipar_sjd: draft tokens per chain")
     g.add_argument("--draft-init", choices=DRAFT_INITS, help="sjd / zipar_sjd: new drafts start random or spatial")

@@ -8,7 +8,6 @@ against the device's free memory (CUDA: ``mem_get_info``; CPU: ``MemAvailable``)
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ..zipar_core.errors import SettingError
@@ -52,19 +51,10 @@ def _dims(adapter) -> dict:
 
 
 def _widest_pass(layout, config) -> int:
-    """Query tokens of the widest pass: the rows in flight (for adaptive mode, its minimum window as a fixed
-    one, which has at least as many), or the prompt in prefill."""
-    from ..zipar_core.schedule import Schedule
+    """Query tokens of the widest pass: the mode's own bound (``modes``), or the prompt in prefill."""
+    from ..zipar_core.modes import get
 
-    cfg = dataclasses.replace(config, mode="fixed") if config.mode == "adaptive" else config
-    s = Schedule(layout, cfg)
-    s.start_prefill()
-    widest = 1
-    while not s.done():
-        plan = s.plan()
-        widest = max(widest, len(plan.feeds))
-        s.commit(plan)
-    return max(widest + (1 if config.mode == "adaptive" else 0), layout.prefix)
+    return max(get(config.mode).widest_pass(layout, config), layout.prefix)
 
 
 def _layout(adapter, request):
@@ -104,7 +94,10 @@ def weight_bytes(adapter) -> int:
 
 
 def estimate(adapter, request, config, batch: int, loaded: bool = True) -> Estimate:
+    from ..zipar_core.config import resolve
+
     layout = _layout(adapter, request)
+    config = resolve(adapter.defaults(), layout.cols, config.chosen(), warn=False)  # unset: the family's defaults
     rows_per_image = 2 if config.guidance else 1
     cache = _cache_bytes_per_row(adapter, layout) * rows_per_image
     d = _dims(adapter)

@@ -12,16 +12,16 @@ IMAGENET_EXAMPLE = "207 = golden retriever"  # a class of the 1000 ImageNet clas
 
 
 def modes() -> list[str]:
-    """The mode combo: every decoding mode the core offers (zipar_core.config.MODES), so new ones appear."""
-    from ..zipar_core.config import MODES
+    """The mode combo: every decoding mode the core offers (zipar_core.modes.MODES), so new ones appear."""
+    from ..zipar_core.modes import NAMES
 
-    return list(MODES)
+    return list(NAMES)
 
 
 def mode_help() -> dict[str, str]:
-    from ..zipar_core.config import MODE_HELP
+    from ..zipar_core.modes import MODES
 
-    return MODE_HELP
+    return {name: mode.help for name, mode in MODES.items()}
 
 
 def draft_inits() -> list[str]:
@@ -281,10 +281,10 @@ class ZipARSampler:
                width, height, batch_size, paper_first_row=False, draft_length=MODEL_DEFAULT, draft_init="model default"):
         import torch
 
-        from ..zipar_core import ZipARConfig, expected_passes, generate
+        from ..zipar_core import generate
+        from ..zipar_core.config import resolve
         from ..zipar_core.errors import render
-        from ..zipar_core.models import registry
-        from ..zipar_core.schedule import passes_known_up_front
+        from ..zipar_core.modes import get as get_mode
 
         adapter = model.load()
         chosen = chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
@@ -303,8 +303,7 @@ class ZipARSampler:
                 if negative_prompt.strip():
                     request["negative_prompt"] = [negative_prompt] * batch_size
             checked = adapter.check(**request)
-            config = ZipARConfig(**registry.resolve(adapter, checked.cols, **chosen))
-            config.window_for(checked.cols)
+            config = resolve(adapter.defaults(), checked.cols, chosen)  # the one resolution every face uses
         except ValueError as e:
             size = getattr(e, "name", None) in ("height", "width")
             hint = f". Change width/height (0 = the model's trained size {_size_text(adapter)})" if size else ""
@@ -316,8 +315,8 @@ class ZipARSampler:
             gens = [torch.Generator(device=dev).manual_seed((int(seed) + i) % (MAX_SEED + 1))
                     for i in range(batch_size)]
             preview = preview_fn(adapter) if glue.previews_enabled() else None
-            progress = glue.PassProgress(expected_passes(layout, config), preview,
-                                         exact=passes_known_up_front(config))
+            mode = get_mode(config.mode)
+            progress = glue.PassProgress(mode.count_passes(layout, config), preview, exact=mode.exact_passes)
             result = generate(adapter, cond, config, generator=gens, callback=progress)
             progress.finish()
         codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict(), config.to_dict())

@@ -140,7 +140,7 @@ def passes(t: Template) -> tuple[int, int, int]:
     """(window, ZipAR passes, NTP passes) at the registry's default window on the template's grid."""
     from ..zipar_core.config import ZipARConfig
     from ..zipar_core.layout import TokenLayout
-    from ..zipar_core.schedule import count_passes
+    from ..zipar_core.modes import count_passes
 
     fam = family(t)
     rows, cols = t.grid

@@ -33,9 +33,9 @@ from diffusers.utils import logging, replace_example_docstring
 from ..zipar_core.config import ZipARConfig
 from ..zipar_core.errors import SettingError
 from ..zipar_core.models import registry
+from ..zipar_core.modes import expected_passes
 from ..zipar_core.protocol import Conditioning, Request, decode_known
 from ..zipar_core.sampler import DecodingCancelled, generate
-from ..zipar_core.schedule import expected_passes
 
 # diffusers resolves saved components by importing their classes from the module model_index.json names
 from .components import ChameleonVQGANModel, LlamaGenGPTModel, LlamaGenVQModel, MoVQGANModel, unwrap  # noqa: F401
@@ -135,11 +135,11 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         if conditioning is not None:
             if prompt is not None or class_labels is not None or negative_prompt is not None:
                 raise SettingError("conditioning", "give either {name} or prompt / class_labels / negative_prompt")
-            check_output(adapter, num_images_per_prompt, output_type, family=self.family)
+            check_output(adapter, num_images_per_prompt, output_type)
             request, total = None, conditioning.batch_size
         else:
             request = check_request(adapter, prompt, class_labels, negative_prompt, height, width,
-                                    num_images_per_prompt, output_type, family=self.family)
+                                    num_images_per_prompt, output_type)
             total = request.batch_size
         if isinstance(generator, (list, tuple)) and len(generator) != total:
             raise SettingError("generator", f"got {len(generator)} generators for {total} images; pass one per image "
@@ -163,7 +163,7 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         size). ``settings``: ``mode``, ``window``, ... as ``__call__`` takes them."""
         adapter = self.build_adapter()
         request = check_request(adapter, prompt, class_labels, negative_prompt, height, width, num_images_per_prompt,
-                                output_type, family=self.family)
+                                output_type)
         config = self.resolve_settings(adapter, request.cols, **settings)
         return settings_record(adapter, config, request.rows, request.cols)
 

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from zipar.zipar_core.cache import SlotKVCache
-from zipar.zipar_core.layout import TokenLayout
+from zipar.zipar_core.layout import EOL, TokenLayout
 from zipar.zipar_core.models.llamagen import LlamaGenConfig, LlamaGenTransformer, VQConfig, VQModel
 from zipar.zipar_core.models.tiny import tiny_llamagen_parts as tiny_llamagen  # noqa: F401  (GPT + 16-px VQ)
 from zipar.zipar_core.models.tiny import word_tokenizer
-from zipar.zipar_core.protocol import EOL_TOKEN, Conditioning
+from zipar.zipar_core.protocol import Conditioning
 
 
 class ToyAR(nn.Module):
@@ -46,11 +46,11 @@ class ToyAR(nn.Module):
 
     def new_cache(self, cond, num_slots):
         d = self.embed.weight.shape[1]
-        return SlotKVCache(len(self.qkv), cond.num_rows, self.heads, num_slots, d // self.heads,
+        return SlotKVCache(len(self.qkv), cond.num_sequences, self.heads, num_slots, d // self.heads,
                            self.dtype, self.device)
 
     def _embed_tokens(self, tokens):
-        return self.embed(torch.where(tokens == EOL_TOKEN, self.codebook_size, tokens))
+        return self.embed(torch.where(tokens == EOL, self.codebook_size, tokens))
 
     def _layers(self, h, visible, kv):
         """kv(layer, k, v) -> full k, v; visible (N, q, kv) bool."""
@@ -66,13 +66,12 @@ class ToyAR(nn.Module):
     @torch.no_grad()
     def prefill(self, cond, cache, visible):
         h = self.cls(cond.payload)[:, None] + self.pos.weight[0]
-        cache.set_slots(torch.zeros((cond.num_rows, 1), dtype=torch.long), visible.shape[-1])
-        return self._layers(h, visible, cache.write)[:, -1]
+        writes = cache.at(torch.zeros((cond.num_sequences, 1), dtype=torch.long), visible.shape[-1])
+        return self._layers(h, visible, writes.write)[:, -1]
 
     @torch.no_grad()
     def forward(self, cond, tokens, slots, visible, cache):
-        cache.set_slots(slots, visible.shape[-1])
-        return self._layers(self._embed_tokens(tokens) + self.pos(slots), visible, cache.write)
+        return self._layers(self._embed_tokens(tokens) + self.pos(slots), visible, cache.at(slots, visible.shape[-1]).write)
 
     @torch.no_grad()
     def full_forward(self, cond, tokens, slots):

@@ -49,7 +49,7 @@ def test_shipped_weights_are_small_and_load_through_the_llamagen_loader(model):
     # the same files through the general loaders: file pair, GPT file alone (VQ found beside it), folder
     for loaded in (load_llamagen(GPT_WEIGHTS, VQ_WEIGHTS), load_model(GPT_WEIGHTS, device="cpu"),
                    load_model(WEIGHTS_DIR, device="cpu")):
-        assert loaded.default_grid == (16, 16) and loaded.downsample == model.downsample
+        assert loaded.default_grid == (16, 16) and loaded.pixels_per_token == model.pixels_per_token
         sd, ref = loaded.gpt.state_dict(), model.gpt.state_dict()
         assert all(torch.equal(sd[k], ref[k]) for k in ref)
 
@@ -329,7 +329,6 @@ def test_evaluation_end_to_end_writes_intervals_plot_and_grids(tmp_path):
 
     from PIL import Image
     from safetensors.torch import save_file
-
     from zipar.demo_model import evaluate
     from zipar.zipar_core.models.llamagen import LlamaGenConfig, LlamaGenTransformer
 

@@ -5,8 +5,8 @@ from zipar.zipar_core.config import ZipARConfig
 from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.emu3 import Emu3Adapter, calculate_generate_size
 from zipar.zipar_core.models.tiny import tiny_emu3
+from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.sampler import generate
-from zipar.zipar_core.schedule import count_passes
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_grid_from_ratio_and_area(emu3):
 def test_modes_batched_with_guidance_and_negative(emu3):
     prompts = ["a cat on the mat", "a dog"]
     cond = emu3.prepare(prompt=prompts, negative_prompt="lowres", height=32, width=40, guidance_scale=3.0)
-    assert cond.num_rows == 4 and not cond.prefix_valid.all()
+    assert cond.num_sequences == 4 and not cond.prefix_valid.all()
     cfg = ZipARConfig(mode="ntp", temperature=0, guidance_scale=3.0)
     ntp = generate(emu3, cond, cfg)
     full = generate(emu3, cond, ZipARConfig(mode="fixed", window=5, temperature=0, guidance_scale=3.0))

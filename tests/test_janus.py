@@ -6,8 +6,8 @@ from zipar.zipar_core.loading import LoadOptions
 from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.janus import JanusAdapter
 from zipar.zipar_core.models.tiny import tiny_janus
+from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.sampler import generate
-from zipar.zipar_core.schedule import count_passes
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_real_configs_layout(hidden, layers, heads):
         model = JanusForConditionalGeneration(cfg)
     model.generation_config.generation_kwargs = {"boi_token_id": 100016}
     adapter = JanusAdapter(model)
-    assert (adapter.rows, adapter.cols, adapter.factor, adapter.codebook_size) == (24, 24, 16, 16384)
+    assert (adapter.rows, adapter.cols, adapter.pixels_per_token, adapter.codebook_size) == (24, 24, 16, 16384)
     cond = adapter.conditioning_from_ids([[100000, 7, 8, 100016]], [[100000, 100015, 100015, 100016]], *adapter.grid_for())
     assert cond.layout.num_slots == 4 + 576 and cond.extras == {"height": 384, "width": 384}
     cache = adapter.new_cache(cond, cond.layout.num_slots + 1)

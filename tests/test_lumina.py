@@ -6,8 +6,8 @@ from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.chameleon_vqgan import ChameleonVQGANDecoder, VQGANConfig, save_safetensors
 from zipar.zipar_core.models.lumina import LuminaAdapter, supported_sizes
 from zipar.zipar_core.models.tiny import tiny_chameleon
+from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.sampler import generate
-from zipar.zipar_core.schedule import count_passes
 
 TINY_VQ = VQGANConfig(n_embed=32, embed_dim=4, z_channels=8, resolution=64, ch=32, ch_mult=[1, 1, 1, 1, 1],
                       num_res_blocks=1)

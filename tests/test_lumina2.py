@@ -8,8 +8,8 @@ from zipar.zipar_core.models import registry
 from zipar.zipar_core.models.lumina2 import Lumina2Adapter, guidance_schedule
 from zipar.zipar_core.models.movqgan import MoVQGANConfig, MoVQGANDecoder, config_from_state_dict
 from zipar.zipar_core.models.tiny import tiny_lumina2_adapter
+from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.sampler import generate
-from zipar.zipar_core.schedule import count_passes
 
 BOI, SEP, EOL, ENDOFTEXT = "<racm3:break>", "<reserved08706>", "<reserved08799>", "<|endoftext|>"
 
@@ -187,7 +187,7 @@ def test_the_published_movqgan_architecture_is_read_from_its_tensors():
     with torch.device("meta"):
         published = MoVQGANDecoder(MoVQGANConfig())  # the 270M entry of MoVQGAN's MODELS table
     assert config_from_state_dict(published.state_dict()) == MoVQGANConfig()
-    assert sum(p.numel() for p in published.parameters()) > 100e6 and published.downsample == 8
+    assert sum(p.numel() for p in published.parameters()) > 100e6 and published.pixels_per_token == 8
     sd = {k: v for k, v in published.state_dict().items() if ".attn." not in k}
     assert config_from_state_dict(sd).attn_levels == []
 
