@@ -118,9 +118,12 @@ def _ntp_passes(layout) -> int:
 
 def stats_text(config, layout, stats, ntp: int, note: str = "", classes: str = "") -> str:
     """What was decoded, with which values (after the model defaults were filled in), and what it saved."""
+    from ..zipar_core.modes import get as get_mode
+
     window = config.window_for(layout.cols)  # the effective one: ntp decodes whole rows
     windowed = f" window {window}" if config.uses("window") else ""  # sjd and ntp have none
-    what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode}{windowed}"
+    mode = get_mode(config.mode)
+    what = mode.label if mode.baseline else f"{config.mode}{windowed}"
     speedup = ntp / max(stats.passes, 1)
     head = f"ZipAR {what}: {stats.passes} forward passes for {stats.batch_size} image(s) of {layout.rows}x{layout.cols}"
     lines = [f"{head} tokens",

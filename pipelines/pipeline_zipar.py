@@ -82,8 +82,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         mode, window, draft_length, draft_init, paper_first_row, guidance_scale, guidance_interval, temperature, top_k,
             top_p: default ZipAR settings of this pipeline (None: the family's registry defaults); every call can
             override them.
-        target_size: Lumina-mGPT's training size (512 / 768 / 1024; Lumina-mGPT 2.0: 768), which fixes the sizes it can
-            make.
+        model_options: what the family's adapter needs besides its components (its ``components()`` options, e.g.
+            Lumina-mGPT's training size ``target_size``); kept in the config, so a saved pipeline has them.
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
@@ -95,16 +95,19 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
                  draft_init: str | None = None, paper_first_row: bool = False,
                  guidance_scale: float | None = None, guidance_interval: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 target_size: int | None = None):
+                 model_options: dict | None = None, target_size: int | None = None):
         super().__init__()
         found = registry.family_of_module(unwrap(transformer)).name
         if family is not None and family != found:
             raise SettingError("family", f"{{name}}={family!r} but the transformer component is a {found} model")
+        if target_size is not None:  # pipelines saved before model_options kept Lumina-mGPT's size on its own
+            model_options = {**(model_options or {}), "target_size": target_size}
         self.register_modules(transformer=transformer, vqvae=vqvae, text_encoder=text_encoder, tokenizer=tokenizer)
         self.register_to_config(family=found, mode=mode, window=window, draft_length=draft_length,
                                 draft_init=draft_init, paper_first_row=paper_first_row,
                                 guidance_scale=guidance_scale, guidance_interval=guidance_interval,
-                                temperature=temperature, top_k=top_k, top_p=top_p, target_size=target_size)
+                                temperature=temperature, top_k=top_k, top_p=top_p,
+                                model_options=dict(model_options or {}))
         self.image_processor = VaeImageProcessor(do_normalize=True)
         self._interrupt = False
 

@@ -172,3 +172,48 @@ def tiny_llamagen_pipeline_folder(folder) -> str:
     gpt, vq = tiny_llamagen("c2i")
     ZipARPipeline.from_adapter(LlamaGenAdapter(gpt, vq)).save_pretrained(folder)
     return str(folder)
+
+
+# -- every family's tiny model, ready to decode (diffusers' get_dummy_components) ---------------------------------
+
+def draft_friendly_llamagen(model_type):
+    """Tiny random LlamaGen whose image-token embeddings are scaled by 0.1, so that a prediction depends only
+    weakly on the token before it, as in trained image models (with stock random weights every greedy
+    prediction flips with the previous token, and Jacobi drafts are exact but never accepted)."""
+    from zipar.zipar_core.models.llamagen import LlamaGenAdapter
+
+    gpt = tiny_gpt(model_type)
+    with torch.no_grad():
+        gpt.tok_embeddings.weight.mul_(0.1)
+    return LlamaGenAdapter(gpt)
+
+
+def _llamagen_c2i():
+    ad = draft_friendly_llamagen("c2i")
+    return ad, ad.prepare(class_labels=[1, 7], rows=6, cols=6, guidance_scale=2.0), 2.0
+
+
+def _llamagen_t2i():
+    ad = draft_friendly_llamagen("t2i")
+    caps, mask = caption_batch(2, ad.prefix, ad.config.caption_dim)
+    return ad, ad.encode_captions(caps, mask, rows=5, cols=6, guidance_scale=3.0), 3.0
+
+
+def _family(name, scale, **request):
+    from zipar.zipar_core.models import registry
+
+    def build():
+        ad = registry.build_tiny(name)
+        return ad, ad.prepare(**request, guidance_scale=scale), scale
+    return build
+
+
+# name -> build() -> (adapter, conditioning of two images with guidance, guidance_scale): one entry per family
+FAMILY_CASES = {
+    "llamagen c2i": _llamagen_c2i,
+    "llamagen t2i": _llamagen_t2i,
+    "janus": _family("janus", 5.0, prompt=["a cat", "a red dog on the mat"]),
+    "emu3": _family("emu3", 3.0, prompt=["a cat", "a red dog"], negative_prompt="lowres", height=32, width=40),
+    "lumina": _family("lumina", 3.0, prompt=["a cat", "a red dog"], height=64, width=64),
+    "lumina2": _family("lumina2", 4.0, prompt=["a cat", "a red dog"], height=64, width=64),
+}

@@ -19,7 +19,7 @@ def _hf_generate(adapter, cond, scale):
     """transformers' generate for the first prompt, constrained to the image layout (visual tokens, EOL at
     row ends), greedy; guidance as a separate unconditional stream (negative_prompt_ids)."""
     H, W = cond.layout.rows, cond.layout.cols
-    ids = cond.payload["ids"][0][cond.prefix_valid[0]][None]
+    ids = cond.payload.ids[0][cond.prefix_valid[0]][None]
     visual = adapter.img2bpe.tolist()
     L = ids.shape[1]
 
@@ -29,7 +29,7 @@ def _hf_generate(adapter, cond, scale):
     kwargs = {}
     if scale != 1.0:
         B = cond.batch_size
-        kwargs = {"guidance_scale": scale, "negative_prompt_ids": cond.payload["ids"][B][cond.prefix_valid[B]][None]}
+        kwargs = {"guidance_scale": scale, "negative_prompt_ids": cond.payload.ids[B][cond.prefix_valid[B]][None]}
     out = adapter.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=H * (W + 1), do_sample=False,
                                  prefix_allowed_tokens_fn=allowed, **kwargs)
     grid = out[0, L:].view(H, W + 1)
@@ -53,8 +53,8 @@ def test_ntp_greedy_equals_transformers_generate(emu3, scale, negative):
 def test_prompt_layout(emu3):
     cond = emu3.prepare(prompt="a cat", height=24, width=40, guidance_scale=2.0)
     tok = emu3.tokenizer
-    assert tok.decode(cond.payload["ids"][0]).replace(" ", "") == "<|extra_203|>acat<|imagestart|>3*5<|imagetoken|>"
-    uncond = cond.payload["ids"][1][cond.prefix_valid[1]]
+    assert tok.decode(cond.payload.ids[0]).replace(" ", "") == "<|extra_203|>acat<|imagestart|>3*5<|imagetoken|>"
+    uncond = cond.payload.ids[1][cond.prefix_valid[1]]
     assert tok.decode(uncond).replace(" ", "") == "<|extra_203|><|imagestart|>3*5<|imagetoken|>"
 
 

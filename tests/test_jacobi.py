@@ -12,7 +12,7 @@ import random
 
 import pytest
 import torch
-from helpers import Recorder, ToyAR, caption_batch, tiny_gpt
+from helpers import FAMILY_CASES, Recorder, ToyAR, caption_batch, tiny_gpt
 from scipy.stats import chi2_contingency, chisquare
 from zipar.zipar_core import ZipARConfig, generate, sampling
 from zipar.zipar_core.config import resolve
@@ -100,41 +100,9 @@ def test_greedy_jacobi_is_ntp_in_fewer_passes(model, eol, guidance_scale):
             assert out.stats.drafts_accepted > 0 and out.stats.mean_accepted_length > 1
 
 
-def _draft_friendly_llamagen(model_type):
-    """Tiny random LlamaGen whose image-token embeddings are scaled by 0.1, so that a prediction depends only
-    weakly on the token before it, as in trained image models (with stock random weights every greedy
-    prediction flips with the previous token, and Jacobi drafts are exact but never accepted)."""
-    gpt = tiny_gpt(model_type)
-    with torch.no_grad():
-        gpt.tok_embeddings.weight.mul_(0.1)
-    return LlamaGenAdapter(gpt)
-
-
-def _family_cases():
-    """(name, build) -> (adapter, conditioning, guidance_scale) of each family's tiny model."""
-    def llamagen_c2i():
-        ad = _draft_friendly_llamagen("c2i")
-        return ad, ad.prepare(class_labels=[1, 7], rows=6, cols=6, guidance_scale=2.0), 2.0
-
-    def llamagen_t2i():
-        ad = _draft_friendly_llamagen("t2i")
-        caps, mask = caption_batch(2, ad.prefix, ad.config.caption_dim)
-        return ad, ad.encode_captions(caps, mask, rows=5, cols=6, guidance_scale=3.0), 3.0
-
-    def family(name, scale, **request):
-        ad = registry.build_tiny(name)
-        return ad, ad.prepare(**request, guidance_scale=scale), scale
-
-    return [("llamagen c2i", llamagen_c2i), ("llamagen t2i", llamagen_t2i),
-            ("janus", lambda: family("janus", 5.0, prompt=["a cat", "a red dog on the mat"])),
-            ("emu3", lambda: family("emu3", 3.0, prompt=["a cat", "a red dog"], negative_prompt="lowres", height=32,
-                                    width=40)),
-            ("lumina", lambda: family("lumina", 3.0, prompt=["a cat", "a red dog"], height=64, width=64))]
-
-
-@pytest.mark.parametrize("name, build", _family_cases(), ids=[n for n, _ in _family_cases()])
-def test_every_family_greedy_jacobi_is_ntp(name, build):
-    adapter, cond, scale = build()
+@pytest.mark.parametrize("name", FAMILY_CASES)
+def test_every_family_greedy_jacobi_is_ntp(name):
+    adapter, cond, scale = FAMILY_CASES[name]()
     ntp = generate(adapter, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale))
     assert len(ntp.codes.unique()) > 3  # varied argmaxes: equality means something
     for mode in ("sjd", "zipar_sjd"):

@@ -31,7 +31,7 @@ def test_ntp_greedy_equals_transformers_generate(janus, scale):
     cond = janus.prepare(prompt=prompts, guidance_scale=scale)
     assert cond.prefix_valid.all()
     ours = generate(janus, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale))
-    ref = _hf_generate(janus, cond.payload["ids"][:2], scale)
+    ref = _hf_generate(janus, cond.payload.ids[:2], scale)
     assert ours.codes.tolist() == ref.tolist()
     assert len(set(ref.flatten().tolist())) > 3  # the tiny model's argmax is not degenerate
     assert ours.stats.passes == 16
@@ -39,7 +39,7 @@ def test_ntp_greedy_equals_transformers_generate(janus, scale):
 
 def test_prompt_template_and_unconditional_rows(janus):
     cond = janus.prepare(prompt="a cat", guidance_scale=5.0)
-    cond_ids, uncond_ids = cond.payload["ids"].tolist()
+    cond_ids, uncond_ids = cond.payload.ids.tolist()
     text = janus.tokenizer.decode(cond_ids)
     assert text.startswith("<bos>") and text.endswith("<begin_of_image>") and "User" in text and "Assistant" in text
     # transformers' uncond prompt: BOS and BOI kept, everything else pad

@@ -25,6 +25,14 @@ from .layout import TokenLayout
 
 
 @dataclass
+class PromptIds:
+    """The payload of the transformers families: their prompts' token ids, left-padded into one prefix."""
+
+    ids: torch.Tensor  # (sequences, prefix) long
+    pad: torch.Tensor  # (sequences,) long: each sequence's left padding (its positions start after it)
+
+
+@dataclass
 class Conditioning:
     """A batch of conditions, ready for prefill.
 
@@ -36,9 +44,9 @@ class Conditioning:
     batch_size: int  # B, images
     guidance: bool  # sequences are [cond; uncond]
     prefix_valid: torch.Tensor  # (sequences, prefix) bool: False for left padding, never attended
-    # what the family's prefill and forward read (each family's own: embeddings, prompt ids and per-sequence left
-    # padding, ...; only its adapter looks inside)
-    payload: Any = None
+    # what the family's prefill reads: PromptIds (Janus-Pro, Emu3-Gen, Lumina-mGPT, Lumina-mGPT 2.0), or the
+    # condition tokens' embeddings (sequences, prefix, dim) (LlamaGen); only its adapter looks inside
+    payload: PromptIds | torch.Tensor | Any = None
     extras: dict = field(default_factory=dict)  # height / width in pixels of the image it makes
     # the family's guidance scale per image token: guidance_scale -> (rows * cols,) tensor by raster index, for a
     # model whose own sampler changes the scale along the image (Lumina-mGPT 2.0); None: guidance_scale everywhere.

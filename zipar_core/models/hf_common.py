@@ -23,7 +23,7 @@ from ..checkpoints import CheckpointError
 from ..errors import SettingError
 from ..layout import EOL, TokenLayout
 from ..loading import HubOptions, LoadOptions
-from ..protocol import AdapterBase, Conditioning, Request
+from ..protocol import AdapterBase, Conditioning, PromptIds, Request
 from .registry import Registered
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
@@ -76,10 +76,10 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = No
 
 def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | None, pad_id: int,
                        rows: int, cols: int, eol: bool, max_positions: int | None, extras: dict | None = None,
-                       device: torch.device | str = "cpu", **payload) -> Conditioning:
+                       device: torch.device | str = "cpu") -> Conditioning:
     """Left-pad [cond; uncond] prompts to one prefix and wrap them in a Conditioning.
 
-    payload carries ``ids`` (rows, prefix) and ``pad`` (rows,) plus whatever the family adds, on ``device``
+    the payload is :class:`PromptIds` (ids (sequences, prefix), pad (sequences,)), on ``device``
     (moved once here, not on every pass). max_positions: the model's context; a prompt whose image would
     run past it is refused here.
     """
@@ -95,7 +95,7 @@ def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | 
                 f"{need} positions, more than the model's context of {max_positions}; shorten the prompt "
                 "or choose a smaller image")
     return Conditioning(layout, len(cond_ids), uncond_ids is not None, valid.to(device),
-                        payload=dict(ids=ids.to(device), pad=pad.to(device), **payload), extras=dict(extras or {}))
+                        payload=PromptIds(ids.to(device), pad.to(device)), extras=dict(extras or {}))
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class HFAdapter(Registered, AdapterBase):
     def _run(self, embeds, slots, visible, cond: Conditioning, cache) -> torch.Tensor:
         """One decoder pass writing K/V at ``slots``; returns the final hidden states (sequences, q, hidden)."""
         impl = self.attn_implementation
-        pad = cond.payload["pad"].to(slots.device)  # a no-op when prepared on the model's device
+        pad = cond.payload.pad.to(slots.device)  # a no-op when prepared on the model's device
         mask = attention_mask_4d(visible, impl, self.dtype)  # (sequences, 1, q, kv_len): used as given
         out = self.backbone(inputs_embeds=embeds.to(self.dtype), attention_mask=mask,
                             position_ids=positions_for(slots, pad), use_cache=True,
@@ -292,7 +292,7 @@ class HFAdapter(Registered, AdapterBase):
 
     @torch.no_grad()
     def prefill(self, cond: Conditioning, cache, visible: torch.Tensor) -> torch.Tensor:
-        ids = cond.payload["ids"].to(self.device)  # (rows, prefix)
+        ids = cond.payload.ids.to(self.device)  # (rows, prefix)
         slots = torch.arange(ids.shape[1], device=self.device).expand(ids.shape[0], -1)
         hidden = self._run(self._embed_prompt(ids), slots, visible.to(self.device), cond, cache)
         return self._logits(hidden[:, -1:])[:, 0]  # (rows, codebook)

@@ -45,6 +45,11 @@ class Mode:
 
     name: ClassVar[str]
     help: ClassVar[str]  # one sentence, for every face's help (README, --help, the ComfyUI tooltip)
+    label: ClassVar[str]  # what tables and plots call it
+    window_name: ClassVar[str | None] = "s"  # what its window is called in a row's name (None: it has none)
+    baseline: ClassVar[bool] = False  # plain raster decoding, what every other mode's speed is measured against
+    keeps: ClassVar[str | None] = None  # the mode whose sampling distribution it keeps exactly (its drafts are
+    # verified against it): the schedule it is measured against
     uses: ClassVar[frozenset[str]] = frozenset()  # the settings it reads: window, draft_length, draft_init
     exact_passes: ClassVar[bool] = True  # count_passes is exact; else it is the fewest possible (drafts accepted)
     drafts: ClassVar[bool] = False  # its passes feed draft tokens (the code buffer keeps a draft per position)

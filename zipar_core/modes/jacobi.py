@@ -102,7 +102,10 @@ class Sjd(Mode):
     name = "sjd"
     help = ("speculative Jacobi decoding in raster order: `draft_length` guessed tokens checked per pass, the "
             "sampling distribution kept")
+    label = "SJD (Jacobi drafts, raster order)"
     uses = frozenset({"draft_length", "draft_init"})
+    window_name = None
+    keeps = "ntp"
     exact_passes = False
     drafts = True
 
@@ -239,4 +242,7 @@ class Sjd(Mode):
 class ZiparSjd(Sjd):
     name = "zipar_sjd"
     help = "ZipAR's rows (as fixed), each row carrying its own `draft_length` Jacobi drafts"
+    label = "ZipAR rows with Jacobi drafts"
     uses = frozenset({"window", "draft_length", "draft_init"})
+    window_name = "s"
+    keeps = "fixed"

@@ -9,7 +9,7 @@ Torch is imported inside the methods that decode: importing a mode (``zipar --he
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import ceil
 from typing import Any
 
@@ -52,6 +52,7 @@ def row_pass(plans: list[RowPlan], buffer, scratch: int, to_device) -> RowPass:
 class Fixed(Mode):
     name = "fixed"
     help = "ZipAR: a row starts once the row above has `window` tokens (paper eq. 1)"
+    label = "fixed window"
     uses = frozenset({"window"})
 
     @classmethod
@@ -68,8 +69,6 @@ class Fixed(Mode):
     def widest_pass(cls, layout, config) -> int:
         """Rows in flight, plus the row start and the overwrite of a placeholder, at the busiest pass: the schedule
         run on enough rows to reach its steady state (ceil(W / s) + 2 rows: no more are ever in flight)."""
-        from dataclasses import replace
-
         s = cls.window(layout, config)
         short = replace(layout, rows=min(layout.rows, ceil(layout.cols / s) + 2))
         schedule = RowSchedule(short, s, config.paper_first_row)
@@ -134,12 +133,17 @@ class Fixed(Mode):
 class Ntp(Fixed):
     name = "ntp"
     help = "plain raster order, one token per pass (the baseline)"
+    label = "NTP (raster order)"
     uses = frozenset()
+    window_name = None
+    baseline = True
 
 
 class Adaptive(Fixed):
     name = "adaptive"
     help = "ZipAR with speculative row starts: from `window` tokens on, checked against more context (eq. 2-3)"
+    label = "adaptive minimum window"
+    window_name = "s_min"
     exact_passes = False
 
     @classmethod
@@ -147,7 +151,7 @@ class Adaptive(Fixed):
         """The fewest passes: every row start accepted at its first verification, so rows trail by s_min + 1 (the
         progress bar's starting total; a run that rejects drafts takes more)."""
         s = cls.window(layout, config)
-        return Fixed.count_passes(layout, _with(config, window=min(s + 1, layout.cols)))
+        return Fixed.count_passes(layout, replace(config, window=min(s + 1, layout.cols)))
 
     @classmethod
     def widest_pass(cls, layout, config) -> int:
@@ -227,7 +231,3 @@ class Adaptive(Fixed):
         return target
 
 
-def _with(config, **changes):
-    from dataclasses import replace
-
-    return replace(config, **changes)
