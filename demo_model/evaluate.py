@@ -42,10 +42,10 @@ import numpy as np
 import torch
 
 from ..zipar_core import ZipARConfig, generate
-from ..zipar_core.config import Defaults, resolve
+from ..zipar_core.config import MODE_SETTINGS, Defaults, resolve
+from ..zipar_core.files import writable_file, write_json
 from ..zipar_core.modes import MODES
 from ..zipar_core.modes import get as get_mode
-from ..zipar_core.files import writable_file, write_json
 from . import GUIDANCE_SCALE, load_demo_model
 from .bootstrap import RESAMPLES, Bootstrap, strip
 from .classifier import classify, frechet_distance, load_classifier
@@ -59,7 +59,7 @@ SAMPLING_KEYS = ("guidance_scale", "guidance_interval", "temperature", "top_k", 
 # How rows are named and compared comes from the mode registry (zipar_core.modes): each mode's label, the name of
 # its window in row names, and, for a Jacobi mode, the schedule it keeps (sjd: ntp; zipar_sjd at window s: fixed at
 # window s), which its row is paired against (same sampling settings, same images' generators).
-DRAFT_KEYS = ("draft_length", "draft_init")
+DRAFT_KEYS = tuple(k for k in MODE_SETTINGS if k != "window")  # draft_length, draft_init, draft_coupling, ...
 
 
 def family(kw: dict) -> str:

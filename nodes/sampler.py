@@ -24,10 +24,17 @@ def mode_help() -> dict[str, str]:
     return {name: mode.help for name, mode in MODES.items()}
 
 
-def draft_inits() -> list[str]:
-    from ..zipar_core.config import DRAFT_INITS
+def draft_choices(name: str) -> list[str]:
+    """A combo of the choices of a draft setting (``draft_init``, ``draft_coupling``, ``draft_visibility``), the
+    model's default first."""
+    from ..zipar_core import config
 
-    return ["model default", *DRAFT_INITS]
+    return [MODEL_DEFAULT_CHOICE, *getattr(config, {"draft_init": "DRAFT_INITS", "draft_coupling": "DRAFT_COUPLINGS",
+                                                    "draft_visibility": "DRAFT_VISIBILITIES"}[name])]
+
+
+MODEL_DEFAULT_CHOICE = "model default"  # a combo's "the model's default" (the registry's value)
+DRAFT_COMBOS = ("draft_init", "draft_coupling", "draft_visibility")
 
 
 @dataclass
@@ -175,7 +182,8 @@ LOWEST = {"guidance_scale": 0, "top_k": 0, "window": 1, "draft_length": 1}
 
 
 def chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
-                    draft_length=MODEL_DEFAULT, draft_init="model default") -> dict:
+                    draft_length=MODEL_DEFAULT, draft_init=MODEL_DEFAULT_CHOICE, draft_coupling=MODEL_DEFAULT_CHOICE,
+                    draft_visibility=MODEL_DEFAULT_CHOICE) -> dict:
     """Widget values -> ZipAR settings; the "model default" values (-1) become None, for the registry to fill."""
     values = {"guidance_scale": guidance_scale, "top_k": top_k, "window": window, "draft_length": draft_length}
     for name, value in values.items():
@@ -186,7 +194,8 @@ def chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, pap
     return {"mode": mode, "window": _maybe(int, given["window"]), "guidance_scale": _maybe(float, given["guidance_scale"]),
             "temperature": float(temperature), "top_k": _maybe(int, given["top_k"]), "top_p": float(top_p),
             "paper_first_row": bool(paper_first_row), "draft_length": _maybe(int, given["draft_length"]),
-            "draft_init": None if draft_init == "model default" else draft_init}
+            **{name: None if choice == MODEL_DEFAULT_CHOICE else choice for name, choice in
+               zip(DRAFT_COMBOS, (draft_init, draft_coupling, draft_visibility))}}
 
 
 def _maybe(kind, value):
@@ -262,10 +271,20 @@ class ZipARSampler:
                     "tooltip": "sjd / zipar_sjd: draft tokens each row carries ahead of its newest token, checked "
                                "together in one pass (accepted ones cost no pass of their own). -1: the model's "
                                f"default ({_defaults_help('draft_length')}). Ignored by the other modes."}),
-                "draft_init": (draft_inits(), {
-                    "default": "model default", "advanced": True,
+                "draft_init": (draft_choices("draft_init"), {
+                    "default": MODEL_DEFAULT_CHOICE, "advanced": True,
                     "tooltip": "sjd / zipar_sjd: how a new draft token starts: random (as SJD), or spatial (the "
                                "token above it)."}),
+                "draft_coupling": (draft_choices("draft_coupling"), {
+                    "default": MODEL_DEFAULT_CHOICE, "advanced": True,
+                    "tooltip": "sjd / zipar_sjd: how a draft that was not checked is drawn again: none (afresh, as "
+                               "SJD), maximal (kept whenever the model's new guess allows it), gumbel (from the "
+                               "position's fixed noise). The images' distribution is the same with each."}),
+                "draft_visibility": (draft_choices("draft_visibility"), {
+                    "default": MODEL_DEFAULT_CHOICE, "advanced": True,
+                    "tooltip": "zipar_sjd: whether a row's drafts may look at the row above's drafts (rows) or only "
+                               "at its final tokens (chain); with rows a token is kept only if what it saw was "
+                               "accepted."}),
             },
         }
 
@@ -281,7 +300,9 @@ class ZipARSampler:
     SEARCH_ALIASES = ("zipar", "autoregressive sampler", "llamagen", "janus", "emu3", "lumina")
 
     def sample(self, model, prompt, negative_prompt, seed, guidance_scale, temperature, top_k, top_p, mode, window,
-               width, height, batch_size, paper_first_row=False, draft_length=MODEL_DEFAULT, draft_init="model default"):
+               width, height, batch_size, paper_first_row=False, draft_length=MODEL_DEFAULT,
+               draft_init=MODEL_DEFAULT_CHOICE, draft_coupling=MODEL_DEFAULT_CHOICE,
+               draft_visibility=MODEL_DEFAULT_CHOICE):
         import torch
 
         from ..zipar_core import generate
@@ -291,7 +312,7 @@ class ZipARSampler:
 
         adapter = model.load()
         chosen = chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
-                                 draft_length, draft_init)
+                                 draft_length, draft_init, draft_coupling, draft_visibility)
         note, classes, request = "", "", {"height": int(height) or None, "width": int(width) or None}
         try:
             if adapter.conditioning == "class":

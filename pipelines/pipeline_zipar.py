@@ -79,8 +79,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         text_encoder: FLAN-T5 encoder for text-to-image LlamaGen.
         tokenizer: the text tokenizer (T5's for LlamaGen t2i, the model's own for the others).
         family: a registry family ("llamagen", "janus", "emu3", "lumina", "lumina2"); None reads it off the transformer.
-        mode, window, draft_length, draft_init, paper_first_row, guidance_scale, guidance_interval, temperature, top_k,
-            top_p: default ZipAR settings of this pipeline (None: the family's registry defaults); every call can
+        mode, window, draft_length, draft_init, draft_coupling, draft_visibility, paper_first_row, guidance_scale,
+            guidance_interval, temperature, top_k, top_p: default ZipAR settings of this pipeline (None: the family's registry defaults); every call can
             override them.
         model_options: what the family's adapter needs besides its components (its ``components()`` options, e.g.
             Lumina-mGPT's training size ``target_size``); kept in the config, so a saved pipeline has them.
@@ -92,7 +92,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
 
     def __init__(self, transformer, vqvae=None, text_encoder=None, tokenizer=None, family: str | None = None,
                  mode: str | None = None, window: int | None = None, draft_length: int | None = None,
-                 draft_init: str | None = None, paper_first_row: bool = False,
+                 draft_init: str | None = None, draft_coupling: str | None = None,
+                 draft_visibility: str | None = None, paper_first_row: bool = False,
                  guidance_scale: float | None = None, guidance_interval: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  model_options: dict | None = None, target_size: int | None = None):
@@ -104,7 +105,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
             model_options = {**(model_options or {}), "target_size": target_size}
         self.register_modules(transformer=transformer, vqvae=vqvae, text_encoder=text_encoder, tokenizer=tokenizer)
         self.register_to_config(family=found, mode=mode, window=window, draft_length=draft_length,
-                                draft_init=draft_init, paper_first_row=paper_first_row,
+                                draft_init=draft_init, draft_coupling=draft_coupling,
+                                draft_visibility=draft_visibility, paper_first_row=paper_first_row,
                                 guidance_scale=guidance_scale, guidance_interval=guidance_interval,
                                 temperature=temperature, top_k=top_k, top_p=top_p,
                                 model_options=dict(model_options or {}))
@@ -225,6 +227,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         window: int | None = None,
         draft_length: int | None = None,
         draft_init: str | None = None,
+        draft_coupling: str | None = None,
+        draft_visibility: str | None = None,
         paper_first_row: bool | None = None,
         guidance_interval: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -260,6 +264,11 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
             draft_length (`int`, *optional*): sjd / zipar_sjd: draft tokens each chain carries, verified in one pass.
             draft_init (`str`, *optional*): sjd / zipar_sjd: new drafts start "random" (as SJD) or "spatial" (the
                 token above).
+            draft_coupling (`str`, *optional*): sjd / zipar_sjd: a draft left unverified is drawn again "none"
+                (independently, as SJD), "maximal" (kept whenever the distributions allow) or "gumbel" (the same noise
+                per position); every choice keeps the sampling distribution.
+            draft_visibility (`str`, *optional*): zipar_sjd: a query sees its own chain's drafts ("chain") or also
+                the row above's within eq. 1 ("rows"), the pass then verified row by row from the top.
             paper_first_row (`bool`, *optional*): decode row 0 completely first, as the authors' code does (the
                 paper's step counts).
             guidance_interval (`int`, *optional*): guide only the first this many image tokens.
@@ -305,7 +314,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
                                     conditioning)
         cols = request.cols if request is not None else conditioning.layout.cols
         config = self.resolve_settings(adapter, cols, mode=mode, window=window, draft_length=draft_length,
-                                       draft_init=draft_init, paper_first_row=paper_first_row,
+                                       draft_init=draft_init, draft_coupling=draft_coupling,
+                                       draft_visibility=draft_visibility, paper_first_row=paper_first_row,
                                        guidance_scale=guidance_scale, guidance_interval=guidance_interval,
                                        temperature=temperature, top_k=top_k, top_p=top_p)
         self._interrupt = False

@@ -16,8 +16,8 @@ from ..zipar_core.protocol import Request
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes", "latent")
 # the ZipARConfig settings a pipeline keeps in its config and a call may override
-SETTINGS = ("mode", "window", "draft_length", "draft_init", "paper_first_row", "guidance_scale", "guidance_interval",
-            "temperature", "top_k", "top_p")
+SETTINGS = ("mode", "window", "draft_length", "draft_init", "draft_coupling", "draft_visibility", "paper_first_row",
+            "guidance_scale", "guidance_interval", "temperature", "top_k", "top_p")
 
 
 def check_output(adapter, num_images_per_prompt: int = 1, output_type: str = "pil", decoder: bool = True) -> None:
@@ -82,6 +82,13 @@ def call_arguments() -> list[tuple[tuple[str, ...], str]]:
         (("draft_length",), "sjd / zipar_sjd: draft tokens each chain carries, verified together in one pass"),
         (("draft_init",), f"sjd / zipar_sjd: how a new draft starts: {' or '.join(f'`{x!r}`' for x in DRAFT_INITS)}"
                           " (spatial: the token above it)"),
+        (("draft_coupling",), "sjd / zipar_sjd: how a draft left unverified is drawn again: `'none'` (independently, as "
+                              "SJD), `'maximal'` (kept with probability min(1, q_new(x) / q_old(x)), else from the "
+                              "residual) or `'gumbel'` (argmax of log q + the position's fixed Gumbel noise); the "
+                              "sampling distribution is kept either way"),
+        (("draft_visibility",), "zipar_sjd: which drafts a query sees: `'chain'` (its own chain's) or `'rows'` (also the "
+                                "row above's, within the columns eq. 1 gives its target; a token is kept only if every "
+                                "draft it saw was accepted)"),
         (("paper_first_row",), "decode row 0 completely first, as the authors' code does (reproduces the paper's step "
                                "counts)"),
         (("guidance_interval",), "guide only the image tokens whose raster index is below it (`None`: all)"),

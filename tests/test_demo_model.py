@@ -68,7 +68,8 @@ def test_generates_a_16x16_grid_and_decodes_it(model):
 
 def test_greedy_jacobi_modes_give_ntp_s_tokens_in_fewer_passes(model):
     """On the trained demo model (not only on tiny random ones): greedy ``sjd`` and greedy ``zipar_sjd`` with
-    ``window == cols`` reproduce NTP's tokens exactly, with guidance, in fewer passes."""
+    ``window == cols`` reproduce NTP's tokens exactly, with guidance, in fewer passes (each draft coupling and
+    visibility rule too)."""
     cond = model.prepare(class_labels=[0, 3, 7], guidance_scale=2.0)
     ntp = generate(model, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=2.0))
     assert len(ntp.codes.unique()) > 10
@@ -78,6 +79,12 @@ def test_greedy_jacobi_modes_give_ntp_s_tokens_in_fewer_passes(model):
             out = generate(model, cond, cfg)
             assert torch.equal(out.codes, ntp.codes), (mode, init)
             assert out.stats.passes < ntp.stats.passes, (mode, init, out.stats.passes)
+    for mode, coupling, visibility in (("sjd", "maximal", "chain"), ("sjd", "gumbel", "chain"),
+                                       ("zipar_sjd", "gumbel", "rows"), ("zipar_sjd", "maximal", "rows")):
+        cfg = ZipARConfig(mode=mode, window=16, draft_length=8, temperature=0, guidance_scale=2.0,
+                          draft_coupling=coupling, draft_visibility=visibility)
+        out = generate(model, cond, cfg)
+        assert torch.equal(out.codes, ntp.codes) and out.stats.passes < ntp.stats.passes, (mode, coupling)
 
 
 def test_classifier_loads_and_recognises_real_images(classifier):

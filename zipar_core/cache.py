@@ -94,9 +94,11 @@ class Visibility:
         slots = torch.arange(P, device=self.filled.device).expand(self.filled.shape[0], -1)
         return visibility_mask(self.filled, slots, P)
 
-    def before(self, slots: torch.Tensor, chain, need, kv_len: int) -> torch.Tensor:
+    def before(self, slots: torch.Tensor, chain, need, kv_len: int, cross=None) -> torch.Tensor:
         """The pass's (sequences, q, kv_len) mask; marks its final tokens filled (drafts: ``chain`` >= 0, ``need``
-        > 0, stay hidden from later passes until :meth:`after` keeps them)."""
+        > 0, stay hidden from later passes until :meth:`after` keeps them). ``cross``: (chain, last slot, need),
+        each (sequences, q), another chain whose drafts a query also sees, at or before that slot (rows
+        visibility; chain -1: none)."""
         if chain is None:
             self.filled.scatter_(1, slots, True)
             return visibility_mask(self.filled, slots, kv_len)
@@ -105,12 +107,21 @@ class Visibility:
         self.filled.scatter_(1, torch.where(need == 0, slots, self.scratch), True)  # heads and writes are final
         self.chain_slot.scatter_(1, torch.where(chain >= 0, slots, self.scratch), chain)
         j = torch.arange(kv_len, device=slots.device)
-        own_chain = (self.chain_slot[:, None, :kv_len] == chain[:, :, None]) & (chain[:, :, None] >= 0)
-        return visibility_mask(self.filled, slots, kv_len) | (own_chain & (j <= slots[:, :, None]))
+        at = self.chain_slot[:, None, :kv_len]
+        own_chain = (at == chain[:, :, None]) & (chain[:, :, None] >= 0)
+        mask = visibility_mask(self.filled, slots, kv_len) | (own_chain & (j <= slots[:, :, None]))
+        if cross is not None:
+            other, last, _ = cross
+            mask |= (at == other[:, :, None]) & (other[:, :, None] >= 0) & (j <= last[:, :, None])
+        return mask
 
-    def after(self, slots: torch.Tensor, chain, need, accepted: torch.Tensor) -> None:
-        """Keep the K/V of the drafts their chain accepted (``accepted``: (sequences, chains) accepted counts)."""
+    def after(self, slots: torch.Tensor, chain, need, accepted: torch.Tensor, cross=None) -> None:
+        """Keep the K/V of the drafts their chain accepted (``accepted``: (sequences, chains) accepted counts) and
+        whose view held: the drafts of another chain they saw (``cross``) were accepted too."""
         in_chain = chain >= 0
         kept = in_chain & (accepted.gather(1, chain.clamp_min(0)) >= need)
+        if cross is not None:
+            other, _, other_need = cross
+            kept &= (other < 0) | (accepted.gather(1, other.clamp_min(0)) >= other_need)
         self.filled.scatter_(1, torch.where(kept, slots, self.scratch), True)
         self.chain_slot.scatter_(1, torch.where(in_chain, slots, self.scratch), -1)

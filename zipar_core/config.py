@@ -14,6 +14,14 @@ from dataclasses import asdict, dataclass, fields
 from .errors import SettingError, SettingWarning
 
 DRAFT_INITS = ("random", "spatial")
+# how a draft that was not verified is drawn again in the next pass: "none", independently (SJD); "maximal", kept
+# with probability min(1, q_new(x) / q_old(x)), else drawn from norm(max(0, q_new - q_old)); "gumbel", the argmax of
+# log q + g with one Gumbel noise vector per position, the same in every pass (MC-SJD, arXiv 2510.24211)
+DRAFT_COUPLINGS = ("none", "maximal", "gumbel")
+# which drafts a query sees: "chain", its own chain's (the rows in flight see each other's final tokens only);
+# "rows", also the drafts of the row above within the columns eq. 1 gives its target, the pass verified row by row
+# from the top (a token is kept only if every draft it saw was accepted)
+DRAFT_VISIBILITIES = ("chain", "rows")
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,8 @@ class Defaults:
     top_p: float = 1.0
     draft_length: int = 8  # sjd / zipar_sjd: draft tokens per chain
     draft_init: str = "spatial"  # sjd / zipar_sjd: new drafts start from the token above ("random": as SJD)
+    draft_coupling: str = "none"  # sjd / zipar_sjd: how an unverified draft is redrawn (DRAFT_COUPLINGS)
+    draft_visibility: str = "chain"  # zipar_sjd: which drafts a query sees (DRAFT_VISIBILITIES)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +58,8 @@ class ZipARConfig:
     window: int | None = None  # fixed / zipar_sjd: the window s; adaptive: the minimum window s_min
     draft_length: int | None = None  # sjd / zipar_sjd: draft tokens each chain carries (verified in one pass)
     draft_init: str | None = None  # new drafts: "spatial" (the token above; measured better) or "random" (as SJD)
+    draft_coupling: str | None = None  # redrawn drafts: "none" (independent, as SJD), "maximal", "gumbel"
+    draft_visibility: str | None = None  # zipar_sjd: "chain" (own chain's drafts) or "rows" (and the row above's)
     paper_first_row: bool = False  # decode row 0 completely before row 1 starts (the authors' code; paper tables)
     guidance_scale: float | None = None  # classifier-free guidance; 1.0 runs no unconditional branch
     guidance_interval: int | None = None  # guide only image tokens whose raster index is below this
@@ -63,8 +75,11 @@ class ZipARConfig:
             get(self.mode)
         _whole("window", self.window, 1, "tokens of the row above")
         _whole("draft_length", self.draft_length, 1, "draft tokens per chain")
-        if self.draft_init is not None and self.draft_init not in DRAFT_INITS:
-            raise SettingError("draft_init", f"{{name}} must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
+        for name, allowed in (("draft_init", DRAFT_INITS), ("draft_coupling", DRAFT_COUPLINGS),
+                              ("draft_visibility", DRAFT_VISIBILITIES)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise SettingError(name, f"{{name}} must be one of {', '.join(allowed)}, got {value!r}")
         _real("guidance_scale", self.guidance_scale, "1.0 = no guidance")
         _real("temperature", self.temperature, "0 = greedy")
         if self.temperature is not None and self.temperature < 0:
@@ -80,10 +95,10 @@ class ZipARConfig:
         return self.guidance_scale is not None and self.guidance_scale != 1.0
 
     def uses(self, setting: str) -> bool:
-        """Whether this mode reads ``setting`` (``window``, ``draft_length``, ``draft_init``; the others always)."""
+        """Whether this mode reads ``setting`` (``window`` and the draft settings; the others always)."""
         from .modes import get
 
-        return setting not in ("window", "draft_length", "draft_init") or setting in get(self.mode or Defaults.mode).uses
+        return setting not in MODE_SETTINGS or setting in get(self.mode or Defaults.mode).uses
 
     def window_for(self, cols: int) -> int:
         """The eq.-1 window the mode keeps on a grid of ``cols`` columns (``cols`` for raster order); raises when an
@@ -102,6 +117,7 @@ class ZipARConfig:
 
 
 SETTINGS = tuple(f.name for f in fields(ZipARConfig))
+MODE_SETTINGS = ("window", "draft_length", "draft_init", "draft_coupling", "draft_visibility")  # read by some modes
 _WARNED: set[tuple] = set()  # (setting, value, mode) already said: once per process, however many checks run
 
 
@@ -123,7 +139,7 @@ def resolve(defaults: Defaults | Mapping | None, cols: int, *choices: Mapping, w
         values["window"] = min(values["window"], cols)
     config = ZipARConfig(**values)
     config.window_for(cols)
-    for name in ("window", "draft_length", "draft_init"):
+    for name in MODE_SETTINGS:
         said = (name, given.get(name), config.mode)
         if warn and name in given and not config.uses(name) and said not in _WARNED:
             _WARNED.add(said)

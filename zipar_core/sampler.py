@@ -128,13 +128,16 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig | None =
             u = uniforms.draw(step.draws)
             mode.draft(step, u)
             slots = step.slots.repeat(cond.num_sequences // step.slots.shape[0], 1)  # every sequence of an image
-            chain, need = (None, None) if step.chain is None else (x.repeat(repeat, 1) for x in (step.chain, step.need))
-            visible = seen.before(slots, chain, need, step.kv_len)
+            chain, need, cross = (None,) * 3 if step.chain is None else (
+                x if x is None else x.repeat(repeat, 1) for x in (step.chain, step.need, step.cross))
+            if cross is not None:
+                cross = (cross, step.cross_slot.repeat(repeat, 1), step.cross_need.repeat(repeat, 1))
+            visible = seen.before(slots, chain, need, step.kv_len, cross)
             with timer:
                 logits = forward(buffer.tokens(step.source).repeat(repeat, 1), slots, visible)
             accepted = mode.verify(distribution(logits, config, scales, step.query_target, B), step, u)
             if chain is not None:
-                seen.after(slots, chain, need, accepted.repeat(repeat, 1))
+                seen.after(slots, chain, need, accepted.repeat(repeat, 1), cross)
             mode.commit(step, accepted, stats)
             stats.passes += 1
             _notify(callback, cancel, buffer, stats, lambda: mode.final_targets(step, accepted))

@@ -140,6 +140,8 @@ class Element:
     draft: bool  # the token fed is a draft of this pass (its K/V counts only once its chain accepts it); the head is
     # the chain's newest final token or its row start, never a draft
     need: int  # its K/V stays (becomes visible to later passes) once this many of the chain's drafts are accepted
+    up_need: int = 0  # rows visibility: drafts of the row above's chain it sees (that many must be accepted too)
+    up_slot: int = -1  # ... the slot of the last of them (-1: it sees none)
 
 
 @dataclass
@@ -155,6 +157,10 @@ class Chain:
     above: list[Position | None]  # per draft: the decoded token above it (spatial initialisation), or None
     start_row: int | None = None  # the row this chain starts (its head is that row's start feed)
     placeholder: bool = False  # ... from a placeholder at the slot of x[start_row - 1, W-1]
+    previous: list[tuple[int, int] | None] = field(default_factory=list)  # per draft: (chain, draft) that fed the
+    # previous pass's draft of its position, or None (coupled drafts start from it)
+    up: int | None = None  # rows visibility: the chain of the row above whose drafts this chain's queries see
+    up_need: list[int] = field(default_factory=list)  # per target: drafts of ``up`` its predictor saw
 
     @property
     def drafts(self) -> int:
@@ -183,15 +189,17 @@ class JacobiSchedule:
     with window W the one chain is plain SJD in raster order.
     """
 
-    def __init__(self, layout: TokenLayout, window: int, draft_length: int, paper_first_row: bool = False):
+    def __init__(self, layout: TokenLayout, window: int, draft_length: int, paper_first_row: bool = False,
+                 see_rows: bool = False):
         self.layout, self.window, self.draft_length = layout, window, draft_length
-        self.paper_first_row = paper_first_row
+        self.paper_first_row, self.see_rows = paper_first_row, see_rows
         rows = layout.rows
         self.decoded = [0] * rows  # x[r, :decoded[r]] are final
         self.started = [False] * rows
         self.placeholder = [False] * rows  # row r began from a placeholder at slot(r-1, W-1), not yet overwritten
         self.last_fed = [False] * rows  # x[r, W-1] itself was fed at its slot
         self.refresh: dict[Position, int] = {}  # position -> last pass's query that predicted it
+        self.drafted: dict[Position, tuple[int, int]] = {}  # position -> (chain, draft) it was fed as last pass
 
     def start_prefill(self) -> None:
         self.decoded[0], self.started[0] = 1, True
@@ -202,7 +210,7 @@ class JacobiSchedule:
     def state(self) -> tuple:
         """Everything plan() depends on: images in equal states get equal plans (planned once)."""
         return (tuple(self.decoded), tuple(self.started), tuple(self.placeholder), tuple(self.last_fed),
-                tuple(sorted(self.refresh.items())))
+                tuple(sorted(self.refresh.items())), tuple(sorted(self.drafted.items())))
 
     def _row_ready(self, r: int) -> int:
         return start_window(self.layout, self.window, self.paper_first_row, r)
@@ -210,27 +218,34 @@ class JacobiSchedule:
     def _startable(self, r: int) -> bool:
         return r > 0 and not self.started[r] and self.decoded[r - 1] >= self._row_ready(r)
 
-    def _ready(self, r: int, c: int, chain_row: int) -> bool:
-        """May x[r, c] be a target of the chain that began in ``chain_row``? Rows the chain ran into count the
-        chain's own drafts above them (a target is accepted only after every earlier draft of its chain)."""
+    def _up_need(self, r: int, c: int) -> int:
+        """Tokens of row r-1 beyond its final ones that x[r, c] must see (eq. 1): drafts of that row's chain."""
+        return max(0, min(c + self.window, self.layout.cols) - self.decoded[r - 1])
+
+    def _ready(self, r: int, c: int, chain_row: int, above: int = 0) -> bool:
+        """May x[r, c] be a target of the chain that began in ``chain_row``, ``above`` drafts of row r-1 being fed
+        in the same pass (rows visibility)? Rows the chain ran into count the chain's own drafts above them (a
+        target is accepted only after every earlier draft of its chain)."""
         if r == 0 or r > chain_row:
             return True
         if c == 0:
             return self.decoded[r - 1] >= self._row_ready(r)
-        return self.decoded[r - 1] >= min(c + self.window, self.layout.cols)
+        return self._up_need(r, c) <= above
 
     def plan(self) -> JacobiPlan:
         """The chains and writes of the next pass (reads the state, changes nothing)."""
         rows, W = self.layout.rows, self.layout.cols
         starting = {r for r in range(1, rows) if self._startable(r)}
         chains, r = [], 0
+        in_row: dict[int, int] = {}  # row -> the chain whose drafts in that row its row below may see
         while r < rows:
             n = self.decoded[r]
             if n == W or (n == 0 and r not in starting):
                 r += 1
                 continue
-            chain, r = self._chain(r, n, starting)
+            chain, r = self._chain(r, n, starting, len(chains), in_row.get(r - 1), chains)
             if chain.targets:
+                in_row[chain.targets[0][0]] = len(chains)
                 chains.append(chain)
             r += 1
         # x[r, W-1] made final but never fed: write its K/V (over the placeholder of row r+1, or before the
@@ -251,50 +266,69 @@ class JacobiSchedule:
             return Element(lay.slot(r - 1, W - 1), (r - 1, W - 1), False, 0), False
         return Element(lay.slot(r - 1, W - 1), nearest_decoded(self.decoded, r - 1, W - 1), False, 0), True
 
-    def _chain(self, r: int, n: int, starting: set[int]) -> tuple[Chain, int]:
-        """Row r's chain; returns it and the last row it reaches."""
+    def _chain(self, r: int, n: int, starting: set[int], index: int, up: int | None,
+               chains: list[Chain]) -> tuple[Chain, int]:
+        """Row r's chain (chain ``index`` of the pass; ``up``: the index of the chain with drafts in row r-1);
+        returns it and the last row it reaches. Its first target needs final tokens above it (so every chain
+        makes at least one token final); with rows visibility the later ones may also need drafts of row r-1
+        (the first ``up_need`` of chain ``up``), which then must be accepted in the same pass for them to be."""
         lay, rows, W = self.layout, self.layout.rows, self.layout.cols
         head, placeholder = self._head(r, n)
-        elements, targets, predictor, pred = [head], [], [], 0
+        above_drafts = 0
+        if self.see_rows and up is not None:
+            above_drafts = sum(1 for t in chains[up].targets[:-1] if t[0] == r - 1)
+        elements, targets, predictor, up_need, pred = [head], [], [], [], 0
         pos = (r, n)
-        while self._ready(*pos, chain_row=r):
+        while self._ready(*pos, chain_row=r, above=above_drafts if targets else 0):
             targets.append(pos)
             predictor.append(pred)
+            up_need.append(self._up_need(*pos) if pos[0] == r and r > 0 and pos[1] > 0 else 0)
             if len(targets) > self.draft_length:  # draft_length drafts, then the target after them
                 break
             pr, pc = pos
             nxt = (pr, pc + 1) if pc + 1 < W else (pr + 1, 0)
             if nxt[0] != pr and (nxt[0] >= rows or self.started[nxt[0]] or nxt[0] in starting):
                 break  # the next row has its own chain (or this is the image's end)
-            if not self._ready(*nxt, chain_row=r):
+            if not self._ready(*nxt, chain_row=r, above=above_drafts):
                 break
-            elements.append(Element(lay.slot(pr, pc), pos, True, len(targets)))
+            # the query fed at this draft predicts nxt: it sees the drafts of row r-1 that nxt needs
+            k = self._up_need(*nxt) if nxt[0] == r and r > 0 else 0
+            slot_up = lay.slot(r - 1, self.decoded[r - 1] + k - 1) if k else -1
+            elements.append(Element(lay.slot(pr, pc), pos, True, len(targets), k, slot_up))
             if nxt[0] != pr and lay.eol:  # the end-of-row token, fed in the chain after the row's last draft
                 elements.append(Element(lay.eol_slot(pr), EOL, True, len(targets)))
             pred, pos = len(elements) - 1, nxt
         drafts = targets[:-1]
         above = [(tr - 1, tc) if tr > 0 and self.decoded[tr - 1] > tc else None for tr, tc in drafts]
         chain = Chain(elements, targets, predictor, [self.refresh.get(t) for t in drafts], above,
-                      start_row=r if n == 0 else None, placeholder=placeholder)
+                      start_row=r if n == 0 else None, placeholder=placeholder,
+                      previous=[self.drafted.get(t) for t in drafts], up=up if any(up_need) else None,
+                      up_need=up_need)
         return chain, (targets[-1][0] if targets else r)
 
-    def commit(self, plan: JacobiPlan, accepted: list[int]) -> None:
-        """Advance after the pass ran; ``accepted[i]``: how many drafts of chain i were accepted (the target
-        after them was then sampled, so accepted[i] + 1 tokens became final)."""
-        W, refresh, base = self.layout.cols, {}, 0
-        for chain, a in zip(plan.chains, accepted):
+    def commit(self, plan: JacobiPlan, accepted: list[int], finals: list[int] | None = None) -> None:
+        """Advance after the pass ran; ``accepted[i]``: how many drafts of chain i were accepted and final;
+        ``finals[i]``: how many of its targets became final (default accepted[i] + 1: the target after the
+        accepted drafts was sampled; with rows visibility it may be accepted[i], when that target's predictor saw a
+        draft of the row above that was rejected). The other targets are drafts again, redrawn next pass."""
+        W, refresh, drafted, base = self.layout.cols, {}, {}, 0
+        finals = [a + 1 for a in accepted] if finals is None else finals
+        for i, (chain, a, f) in enumerate(zip(plan.chains, accepted, finals)):
             if chain.start_row is not None:
                 self.started[chain.start_row] = True
                 self.placeholder[chain.start_row] = chain.placeholder
                 if not chain.placeholder and chain.elements[0].source != EOL:
                     self.last_fed[chain.start_row - 1] = True
-            for j, (tr, tc) in enumerate(chain.targets[: a + 1]):
+            for j, (tr, tc) in enumerate(chain.targets[:f]):
                 self.decoded[tr], self.started[tr] = tc + 1, True
-                if j < a and tc == W - 1:  # an accepted draft: the real token was fed at its slot
+                if j < a and tc == W - 1:  # an accepted draft: the real token was fed at its slot (and its query,
+                    # predicting x[tr + 1, 0] in its own chain, saw no other chain's draft: its K/V stays)
                     self.last_fed[tr] = True
-            for j in range(a + 1, len(chain.targets)):
+            for j in range(f, len(chain.targets)):
                 refresh[chain.targets[j]] = base + chain.predictor[j]
+                if j < chain.drafts:
+                    drafted[chain.targets[j]] = (i, j)
             base += len(chain.elements)
         for w in plan.writes:
             self.last_fed[w.source[0]] = True
-        self.refresh = refresh
+        self.refresh, self.drafted = refresh, drafted

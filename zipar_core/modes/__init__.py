@@ -38,6 +38,10 @@ class Pass:
     chain: Any = None  # (b, Q) long: the in-pass chain of a draft query (-1: a final token, -2: padding); None: no
     # drafts in this pass (every query is a final token, visible to the later ones)
     need: Any = None  # (b, Q) long: drafts of its chain that must be accepted for its K/V to stay
+    cross: Any = None  # (b, Q) long: another chain whose drafts it also sees (rows visibility), -1: none; None: no
+    # query sees another chain's drafts
+    cross_slot: Any = None  # (b, Q) long: ... those of its slots at or before this one
+    cross_need: Any = None  # (b, Q) long: ... drafts of that chain that must be accepted for its K/V to stay
 
 
 class Mode:
