@@ -143,15 +143,17 @@ def test_slots_that_are_not_visible_are_never_read(model, eol, mode, window):
 
 
 def test_other_rows_never_see_a_chain_s_drafts(model, monkeypatch):
-    """zipar_sjd: within a pass, a query sees another query's slot only if that query fed a final token (a
-    chain head, a row start, a K/V write) or an earlier draft of the query's own chain."""
+    """zipar_sjd with chain visibility: within a pass, a query sees another query's slot only if that query fed a
+    final token (a chain head, a row start, a K/V write) or an earlier draft of the query's own chain (rows
+    visibility: tests/test_jacobi_frontier.py)."""
     from zipar.zipar_core.modes import jacobi
 
     steps, real_build = [], jacobi.jacobi_pass
     monkeypatch.setattr(jacobi, "jacobi_pass", lambda *a, **k: steps.append(real_build(*a, **k)) or steps[-1])
     cond = model.prepare([2], 5, COLS)
     rec = _Poisoner(model)
-    generate(rec, cond, ZipARConfig(mode="zipar_sjd", window=2, draft_length=3), generator=gens(1))
+    generate(rec, cond, ZipARConfig(mode="zipar_sjd", window=2, draft_length=3, draft_visibility="chain"),
+             generator=gens(1))
     own, other_final, multi_chain = 0, 0, 0
     for step, visible in zip(steps, rec.visible):
         slots, chain = step.slots[0].tolist(), step.chain[0].tolist()
