@@ -37,8 +37,8 @@ class Defaults:
     top_p: float = 1.0
     draft_length: int = 8  # sjd / zipar_sjd: draft tokens per chain
     draft_init: str = "spatial"  # sjd / zipar_sjd: new drafts start from the token above ("random": as SJD)
-    draft_coupling: str = "none"  # sjd / zipar_sjd: how an unverified draft is redrawn (DRAFT_COUPLINGS)
-    draft_visibility: str = "chain"  # zipar_sjd: which drafts a query sees (DRAFT_VISIBILITIES)
+    draft_coupling: str = "maximal"  # sjd / zipar_sjd: how an unverified draft is redrawn (DRAFT_COUPLINGS)
+    draft_visibility: str = "rows"  # zipar_sjd: which drafts a query sees (DRAFT_VISIBILITIES)
 
     def as_dict(self) -> dict:
         return asdict(self)
