@@ -329,7 +329,7 @@ def our_case(adapter, theirs: dict, task, prompt, width, height, cfg) -> dict:
     text = f"<{task}> {prompt}" if task else prompt
     cond = adapter.prepare(prompt=text, height=height, width=width, guidance_scale=cfg)
     rows, cols, P = cond.layout.rows, cond.layout.cols, cond.layout.prefix
-    ids = cond.payload["ids"][0][cond.prefix_valid[0]].tolist()
+    ids = cond.payload.ids[0][cond.prefix_valid[0]].tolist()
     recorder = _PassRecorder(adapter)
     greedy = dict(temperature=0, guidance_scale=cfg, top_k=TOP_K)
     ntp = generate(recorder, cond, ZipARConfig(mode="ntp", **greedy))
@@ -344,7 +344,7 @@ def our_case(adapter, theirs: dict, task, prompt, width, height, cfg) -> dict:
            "their_generated_tokens": theirs["generated_tokens"], "their_forward_calls": theirs["forward_calls"],
            "max_abs_diff_cond_logits": max_diff(cond_logits, theirs["cond_logits"])}
     if cond.guidance:
-        pad = int(cond.payload["pad"][1])
+        pad = int(cond.payload.pad[1])
         uncond_logits = torch.stack([recorder.by_slot[(1, s)] for s in preds])
         scales = guidance_schedule(cfg, rows, cols)[:, None]
         guided = apply_guidance(torch.stack([cond_logits, uncond_logits]), 1, scales)[0]

@@ -10,6 +10,7 @@ import argparse
 import torch
 from zipar.zipar_core import ZipARConfig
 from zipar.zipar_core.benchmark import run_configs
+from zipar.zipar_core.config import resolve
 from zipar.zipar_core.models import registry
 
 
@@ -24,7 +25,7 @@ def main(argv=None):
     torch.set_grad_enabled(False)  # a command-line process: inference only
     model = registry.build_tiny("llamagen", preset=args.preset, grid=args.grid)
     B = args.batch_size
-    guidance = registry.resolve(model, guidance_scale=args.guidance_scale)["guidance_scale"]
+    guidance = resolve(model.defaults(), args.grid, {"guidance_scale": args.guidance_scale}).guidance_scale
     cond = model.prepare(class_labels=list(range(B)), rows=args.grid, cols=args.grid, guidance_scale=guidance)
     ntp = ZipARConfig(mode="ntp", guidance_scale=guidance)
     results = run_configs(model, cond, {"ntp (ZipAR sampler)": ntp}, args.reps, alternate=True)

@@ -51,7 +51,6 @@ def build(dtype_name: str, device: str):
     """JanusAdapter around Janus-Pro-1B's architecture with random weights, in ``dtype_name``."""
     import torch
     from transformers import JanusConfig, JanusForConditionalGeneration
-
     from zipar.zipar_core.models import keep_unquantized, published
     from zipar.zipar_core.models.janus import JanusAdapter
     from zipar.zipar_core.models.tiny import WORDS, word_tokenizer
@@ -83,7 +82,6 @@ def build(dtype_name: str, device: str):
 def timed_passes(adapter, cond, config, passes: int) -> tuple[list[float], object]:
     """Seconds of each pass (callback to callback) of a run stopped after ``passes`` passes."""
     import torch
-
     from zipar.zipar_core import generate
     from zipar.zipar_core.sampler import DecodingCancelled
 
@@ -118,7 +116,6 @@ def measure(args) -> dict:
     import bitsandbytes  # noqa: F401
     import torch
     import transformers.models.janus.modeling_janus  # noqa: F401
-
     from zipar.zipar_core import ZipARConfig, generate  # noqa: F401
     from zipar.zipar_core.models import janus, registry, tiny  # noqa: F401
     from zipar.zipar_core.models.plan_builders import plan_adapter

@@ -295,7 +295,8 @@ class Ours:
     def config(self, draft_length: int, init: str, mode: str = "sjd"):
         a = self.args
         return self._config(mode=mode, draft_length=draft_length, draft_init=init, guidance_scale=a.guidance_scale,
-                            temperature=a.temperature, top_k=a.top_k, top_p=a.top_p)
+                            temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
+                            draft_coupling=None if mode == "ntp" else a.draft_coupling)
 
     def sample(self, config, label: int, seed: int):
         torch = __import__("torch")
@@ -306,6 +307,12 @@ class Ours:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         return result.codes.flatten().cpu(), result.stats.passes, seconds
+
+
+def _resolved_coupling(chosen: str | None) -> str:
+    from zipar.zipar_core.models import registry
+
+    return chosen or registry.get("llamagen").defaults_for("demo").draft_coupling
 
 
 # -- checks ---------------------------------------------------------------------------------------------------
@@ -422,6 +429,8 @@ def parse_args(argv=None):
     p.add_argument("--sjd-path", default=None, help="checkout of the SJD authors' code (default: $ZIPAR_SJD_PATH)")
     p.add_argument("--images", type=int, default=50, help="images per draft length (classes 0..9 in turn)")
     p.add_argument("--draft-lengths", type=int, nargs="+", default=[8])
+    p.add_argument("--draft-coupling", default=None, help="ours: none, maximal or gumbel (default: the demo "
+                   "model's default)")
     p.add_argument("--guidance-scale", type=float, default=2.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="0 = off (theirs: top_k = vocabulary size)")
@@ -484,6 +493,7 @@ def main(argv=None):
     meta = {"grid": "16x16", "vocab": vocab, "images": args.images, "guidance_scale": args.guidance_scale,
             "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "threads": args.threads,
             "device": str(device), "seed": args.seed, "draft_lengths": args.draft_lengths,
+            "draft_coupling": _resolved_coupling(args.draft_coupling),
             "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
             "sjd_checkout": {"commit": _git_commit(root), "sha256_16": _file_hashes(root)},
             "max_abs_logit_diff": diff, "architecture": arch}

@@ -37,6 +37,7 @@ def run(args) -> None:
     import torch
 
     from ..zipar_core.benchmark import default_configs, format_table, run_configs
+    from ..zipar_core.config import resolve
     from ..zipar_core.files import writable_file, write_json
     from ..zipar_core.models import registry
 
@@ -46,7 +47,7 @@ def run(args) -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = registry.build_tiny("llamagen", preset=args.preset, grid=args.grid, device=device)
     model.gpt.to(getattr(torch, args.dtype))
-    guidance = registry.resolve(model, guidance_scale=args.guidance_scale)["guidance_scale"]
+    guidance = resolve(model.defaults(), args.grid, {"guidance_scale": args.guidance_scale}).guidance_scale
     cond = model.prepare(class_labels=[i % model.config.num_classes for i in range(args.batch_size)],
                          rows=args.grid, cols=args.grid, guidance_scale=guidance)
     configs = {name: dataclasses.replace(cfg, guidance_scale=guidance) for name, cfg in configs.items()}

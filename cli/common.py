@@ -9,10 +9,12 @@ import math
 import os
 import sys
 
-from ..zipar_core.config import DRAFT_INITS, MODE_HELP, MODES
+from ..zipar_core.config import DRAFT_COUPLINGS, DRAFT_INITS, DRAFT_VISIBILITIES
+from ..zipar_core.modes import MODES, NAMES
 
 # ZipAR settings a user can set on the command line: the ZipARPipeline.__call__ argument of each name.
-SETTINGS = ("mode", "window", "draft_length", "draft_init", "guidance_scale", "temperature", "top_k", "top_p",
+SETTINGS = ("mode", "window", "draft_length", "draft_init", "draft_coupling", "draft_visibility", "guidance_scale",
+            "temperature", "top_k", "top_p",
             "paper_first_row", "height", "width", "negative_prompt")
 # Setting / argument names whose flag is not --name-with-dashes.
 FLAGS = {"vq_path": "--vq", "t5_path": "--t5", "class_labels": "--class-label", "vqgan": "--vqgan",
@@ -88,10 +90,15 @@ def quantize_arg(group) -> None:
 
 def setting_args(p) -> None:
     g = p.add_argument_group("decoding (default: the pipeline's config, then the model family's own defaults)")
-    g.add_argument("--mode", choices=MODES, help="; ".join(f"{m}: {MODE_HELP[m]}" for m in MODES).replace("`", ""))
+    g.add_argument("--mode", choices=NAMES, help="; ".join(f"{m}: {MODES[m].help}" for m in NAMES).replace("`", ""))
     g.add_argument("--window", type=positive_int, help="ZipAR window s (adaptive: the minimum window)")
     g.add_argument("--draft-length", type=positive_int, help="sjd / zipar_sjd: draft tokens per chain")
     g.add_argument("--draft-init", choices=DRAFT_INITS, help="sjd / zipar_sjd: new drafts start random or spatial")
+    g.add_argument("--draft-coupling", choices=DRAFT_COUPLINGS,
+                   help="sjd / zipar_sjd: a draft left unverified is drawn again independently (none, as SJD), kept "
+                        "when the distributions allow (maximal) or from the position's fixed noise (gumbel)")
+    g.add_argument("--draft-visibility", choices=DRAFT_VISIBILITIES,
+                   help="zipar_sjd: a query sees its own chain's drafts (chain) or also the row above's (rows)")
     g.add_argument("--cfg", "--guidance-scale", dest="guidance_scale", type=finite_float)
     g.add_argument("--temperature", type=finite_float)
     g.add_argument("--top-k", type=nonnegative_int)

@@ -42,6 +42,7 @@ def run(args) -> None:
 
     from ..zipar_core import ZipARConfig, generate
     from ..zipar_core.benchmark import default_configs
+    from ..zipar_core.config import resolve
     from ..zipar_core.models import registry
 
     random = args.random or args.preset is not None
@@ -60,15 +61,15 @@ def run(args) -> None:
         rows, cols = model.default_grid
         about = (f"embedded demo model (LlamaGen architecture, {model.config.n_layer} layers, dim {model.config.dim}, "
                  f"trained on procedural shapes; loaded in {time.perf_counter() - t:.1f} s)")
-    guidance = registry.resolve(model, guidance_scale=args.guidance_scale)["guidance_scale"]
-    print(f"{about}: {rows}x{cols} tokens = {cols * model.downsample}x{rows * model.downsample} px, batch "
+    chosen = resolve(model.defaults(), cols, {"guidance_scale": args.guidance_scale, "draft_length": args.draft_length})
+    guidance = chosen.guidance_scale
+    print(f"{about}: {rows}x{cols} tokens = {cols * model.pixels_per_token}x{rows * model.pixels_per_token} px, batch "
           f"{args.batch_size}, guidance {guidance}, {args.device}, torch threads: {torch.get_num_threads()}")
     if not random:
         print("classes: " + ", ".join(CLASSES[i % len(CLASSES)] for i in range(args.batch_size)))
     labels = [i % model.config.num_classes for i in range(args.batch_size)]
     cond = model.prepare(class_labels=labels, rows=rows, cols=cols, guidance_scale=guidance)
-    draft_length = registry.resolve(model, draft_length=args.draft_length)["draft_length"]
-    configs = default_configs(cols, args.windows, args.adaptive, args.sjd, args.zipar_sjd, draft_length,
+    configs = default_configs(cols, args.windows, args.adaptive, args.sjd, args.zipar_sjd, chosen.draft_length,
                               guidance_scale=guidance).items()
     generate(model, cond, ZipARConfig(window=max(1, cols // 2), guidance_scale=guidance))  # warm-up
     print(f"{'mode':<24}{'passes':>8}{'seconds':>10}{'pass ratio':>12}{'speed-up':>10}")

@@ -37,7 +37,7 @@ def check_with(adapter, saved: dict, call: dict, settings: dict, loaded: bool) -
 
     s = dict(settings)
     request = check_request(adapter, call.get("prompt"), call.get("class_labels"), s.pop("negative_prompt", None),
-                            s.pop("height", None), s.pop("width", None), family=adapter.family)
+                            s.pop("height", None), s.pop("width", None))
     config = resolve_settings(adapter, request.cols, saved, **s)
     return Checked(adapter, request, config, settings_record(adapter, config, request.rows, request.cols),
                    model_facts(adapter), loaded)

@@ -12,7 +12,7 @@ def steps_table(rows: int, cols: int, eol: bool = False, windows: list[int] | No
     """
     from ..zipar_core.config import ZipARConfig, check_windows
     from ..zipar_core.layout import TokenLayout
-    from ..zipar_core.schedule import count_passes
+    from ..zipar_core.modes import count_passes
 
     check_windows(cols, windows=windows)
     layout = TokenLayout(rows, cols, prefix=1, eol=eol)
@@ -23,7 +23,7 @@ def steps_table(rows: int, cols: int, eol: bool = False, windows: list[int] | No
     if eol:
         lines.append(f"| raster with EOL passes (model's own generate) | {rows * (cols + 1)} | | |")
     for s in windows:
-        fixed = [count_passes(layout, ZipARConfig(window=s, paper_first_row=p)) for p in (False, True)]
+        fixed = [count_passes(layout, ZipARConfig(mode="fixed", window=s, paper_first_row=p)) for p in (False, True)]
         lines.append(f"| fixed s={s} | {fixed[0]} | {fixed[1]} | {_share(fixed[0] / ntp)} |")
     for s in windows:
         if s < cols:

@@ -7,8 +7,8 @@ Decoding configurations are a list of ``ZipARConfig`` keyword dicts (``configs_f
 per ``--fixed`` window, ``--adaptive`` minimum window and ``--paper-fixed`` window (fixed, row 0 decoded
 first as in the authors' code), then any ``--config '{"mode": ..., ...}'`` given as JSON (for modes this
 script has no flag for, e.g. ``--config '{"mode": "sjd", "draft_length": 4}'``; the sampling settings are
-added unless the dict sets them). ``MODE_LABELS`` names the rows and the plot's lines; a mode it does not
-know gets a generic name and a line of its own. For each configuration, ``--samples`` images (labels
+added unless the dict sets them). Rows and the plot's lines are named from the mode registry (each mode's
+label and window name; zipar_core.modes), so a new mode gets its own rows and line. For each configuration, ``--samples`` images (labels
 0..9 in turn, image i drawn with its own generator seeded ``seed + i``, the same in every row):
 
 - passes: forward passes per image (prefill included; adaptive: the mean of what each image needed alone);
@@ -42,7 +42,10 @@ import numpy as np
 import torch
 
 from ..zipar_core import ZipARConfig, generate
+from ..zipar_core.config import MODE_SETTINGS, Defaults, resolve
 from ..zipar_core.files import writable_file, write_json
+from ..zipar_core.modes import MODES
+from ..zipar_core.modes import get as get_mode
 from . import GUIDANCE_SCALE, load_demo_model
 from .bootstrap import RESAMPLES, Bootstrap, strip
 from .classifier import classify, frechet_distance, load_classifier
@@ -53,46 +56,36 @@ DEFAULT_ADAPTIVE = (1, 2, 3, 4, 5, 7, 9)
 DEFAULT_PAPER_FIXED = (2, 4, 8)
 SAMPLING_KEYS = ("guidance_scale", "guidance_interval", "temperature", "top_k", "top_p")
 
-# How rows of a mode are named: mode -> (family label, name of the `window` parameter in row names).
-# A mode missing here (a new one) gets its own family named after the mode, and rows named from its keys.
-MODE_LABELS = {
-    "ntp": ("NTP (raster order)", None),
-    "fixed": ("fixed window", "s"),
-    "adaptive": ("adaptive minimum window", "s_min"),
-    "sjd": ("SJD (Jacobi drafts, raster order)", None),
-    "zipar_sjd": ("ZipAR rows with Jacobi drafts", "s"),
-}
-
-
-# A Jacobi-draft row against the row whose schedule it drafts for: sjd against ntp, zipar_sjd at window s
-# against fixed at window s (same sampling settings, same images' generators: paired).
-BASE_MODE = {"sjd": "ntp", "zipar_sjd": "fixed"}
-DRAFT_KEYS = ("draft_length", "draft_init")
+# How rows are named and compared comes from the mode registry (zipar_core.modes): each mode's label, the name of
+# its window in row names, and, for a Jacobi mode, the schedule it keeps (sjd: ntp; zipar_sjd at window s: fixed at
+# window s), which its row is paired against (same sampling settings, same images' generators).
+DRAFT_KEYS = tuple(k for k in MODE_SETTINGS if k != "window")  # draft_length, draft_init, draft_coupling, ...
 
 
 def family(kw: dict) -> str:
     """The plot line a configuration belongs to: its mode, plus ", paper first row" where set."""
-    return kw.get("mode", "fixed") + (", paper first row" if kw.get("paper_first_row") else "")
+    return kw.get("mode", Defaults.mode) + (", paper first row" if kw.get("paper_first_row") else "")
 
 
 def family_label(fam: str) -> str:
     mode, _, rest = fam.partition(", ")
-    label = MODE_LABELS.get(mode, (mode, None))[0]
+    label = MODES[mode].label if mode in MODES else mode  # a name the registry does not know: its own line
     return f"{label} ({rest})" if rest else label
 
 
 def row_name(kw: dict) -> str:
     """'ntp', 'fixed s=4', 'adaptive s_min=3', 'fixed s=4 (paper first row)', 'sjd draft_length=4',
     'zipar_sjd s=4 draft_length=8'."""
-    mode = kw.get("mode", "fixed")
-    _, window_name = MODE_LABELS.get(mode, (mode, "window"))
-    parts = [mode]
-    if mode != "ntp" and "window" in kw:
+    name = kw.get("mode", Defaults.mode)
+    mode = MODES.get(name)  # None: a name the registry does not know, named from its keywords
+    window_name = mode.window_name if mode else "window"
+    parts = [name]
+    if window_name and "window" in kw:
         parts.append(f"{window_name}={kw['window']}")
-    defaults = ZipARConfig().to_dict()
-    if mode in BASE_MODE:  # the draft length names a Jacobi row even at its default
+    defaults = {**ZipARConfig().to_dict(), **Defaults().as_dict()}
+    if mode and mode.keeps:  # the draft length names a Jacobi row even at its default
         defaults.pop("draft_length")
-        kw = {"draft_length": ZipARConfig().draft_length, **kw}
+        kw = {"draft_length": Defaults.draft_length, **kw}
     parts += [f"{k}={v}" for k, v in kw.items() if k not in ("mode", "window", "paper_first_row", *SAMPLING_KEYS)
               and defaults.get(k, object()) != v]
     name = " ".join(parts)
@@ -227,20 +220,24 @@ def compare_at_equal_passes(rows: list[dict], boot: Bootstrap, a: str = "adaptiv
 
 
 def schedule_key(kw: dict) -> str:
-    """A configuration without its draft settings (and, in ntp, without the window it ignores): a Jacobi row's
-    key with its mode replaced by ``BASE_MODE``'s is the key of the row it is measured against."""
-    kw = {k: v for k, v in kw.items() if k not in DRAFT_KEYS and not (k == "window" and kw.get("mode") == "ntp")}
+    """A configuration without its draft settings (and without a window its mode ignores): a Jacobi row's key with
+    its mode replaced by the mode it ``keeps`` is the key of the row it is measured against."""
+    uses = get_mode(kw.get("mode", Defaults.mode)).uses
+    kw = {k: v for k, v in kw.items() if k not in DRAFT_KEYS and not (k == "window" and k not in uses)}
     return json.dumps(kw, sort_keys=True)
 
 
 def compare_with_base(rows: list[dict], boot: Bootstrap) -> list[dict]:
-    """Each Jacobi row against its base row (same configuration, mode ``BASE_MODE[mode]``), paired: pass ratio
-    and FD / accuracy differences (a - b) with 95% intervals. Rows whose base was not run are left out."""
-    by_key = {schedule_key(r["config"]): r for r in rows if r.get("config") and r["kind"] not in BASE_MODE}
+    """Each Jacobi row against its base row (same configuration, in the mode it ``keeps``: sjd against ntp,
+    zipar_sjd at window s against fixed at window s), paired: pass ratio and FD / accuracy differences (a - b) with
+    95% intervals. Rows whose base was not run are left out."""
+    def keeps(r):
+        return get_mode(r["config"]["mode"]).keeps if (r.get("config") or {}).get("mode") else None
+
+    by_key = {schedule_key(r["config"]): r for r in rows if r.get("config") and not keeps(r)}
     out = []
     for r in rows:
-        mode = (r.get("config") or {}).get("mode")
-        b = by_key.get(schedule_key({**r["config"], "mode": BASE_MODE[mode]})) if mode in BASE_MODE else None
+        b = by_key.get(schedule_key({**r["config"], "mode": keeps(r)})) if keeps(r) else None
         if b is None:
             continue
         out.append({"a": r["name"], "passes_a": r["passes"], "b": b["name"], "passes_b": b["passes"],
@@ -349,20 +346,24 @@ def _run(args, argv) -> dict:
     score("VQ reconstructions of them", decode(model, rec_codes), other_labels, kind="reference", family="reference")
 
     labels = np.arange(args.samples) % NUM_CLASSES
+
+    def settings(kw: dict) -> ZipARConfig:  # a row's keywords, completed with the demo model's defaults
+        return resolve(model.defaults(), IMAGE_SIZE // model.pixels_per_token, kw, warn=False)
+
     if not args.no_random:
         rnd = random_weight_model(model)
-        out = sample(rnd, ZipARConfig(**configs[0]), args.samples, args.batch, args.seed)
+        out = sample(rnd, settings(configs[0]), args.samples, args.batch, args.seed)
         score("random weights, ntp", decode(model, out["codes"]), labels, kind="reference", family="reference",
               passes=float(np.mean(out["passes"])))
     ntp_latency = None
     for kw in configs:
-        cfg = ZipARConfig(**kw)
+        cfg = settings(kw)
         out = sample(model, cfg, args.samples, args.batch, args.seed)
         t = time.perf_counter()
         images = decode(model, out["codes"])
         seconds_1000 = (out["seconds_sampling"] + time.perf_counter() - t) * 1000 / args.samples
         lat = latency(model, cfg, args.latency_reps, args.seed) if args.latency_reps else None
-        if cfg.mode == "ntp":
+        if get_mode(cfg.mode).baseline:
             ntp_latency = ntp_latency or lat
         score(row_name(kw), images, labels, kind=cfg.mode, family=family(kw), config=kw,
               passes=float(np.mean(out["passes"])), passes_min=min(out["passes"]), passes_max=max(out["passes"]),
@@ -393,7 +394,7 @@ def finish(rows, per_image, real_feats, real_labels, meta, images_of, args) -> d
     jacobi = compare_with_base(gen, boot) if boot is not None else []
     meta = {**meta, "resamples": args.resamples, "ci_level": 0.95, "compare": args.compare,
             "seconds_bootstrap": round(time.perf_counter() - t, 1)}
-    ntp = next((r for r in gen if r["kind"] == "ntp"), None)
+    ntp = next((r for r in gen if r["kind"] in MODES and MODES[r["kind"]].baseline), None)
     text = "\n\n".join(t for t in (format_table(rows, ntp["passes"] if ntp else None, meta),
                                     format_comparison(comparison), format_jacobi(jacobi)) if t)
     print()
@@ -550,13 +551,14 @@ def plot_fd_vs_passes(rows: list[dict], path: str, meta: dict | None = None) -> 
             err = np.stack([np.clip(y - ci[:, 0], 0, None), np.clip(ci[:, 1] - y, 0, None)])
             mode = fam.partition(", ")[0]
             ls = "--" if "paper" in fam else "-"
-            ax.errorbar(x, y, yerr=err, marker=markers.get(mode, "^"), ms=9 if mode == "ntp" else 5, ls=ls,
+            baseline = get_mode(mode).baseline
+            ax.errorbar(x, y, yerr=err, marker=markers.get(mode, "^"), ms=9 if baseline else 5, ls=ls,
                         capsize=3, label=family_label(fam))
             if key == "fd":
                 for r in rs:  # each point names its window (sjd: its draft length)
-                    if mode != "ntp" and r.get("window") is not None:
-                        length = r["config"].get("draft_length", ZipARConfig().draft_length)
-                        text = f"L={length}" if mode == "sjd" else str(r["window"])
+                    if not baseline and r.get("window") is not None:
+                        length = r["config"].get("draft_length", Defaults.draft_length)
+                        text = str(r["window"]) if get_mode(mode).window_name else f"L={length}"
                         ax.annotate(text, (r["passes"], r[key]), textcoords="offset points", xytext=(4, 4),
                                     fontsize=7)
         for r in rows:

@@ -436,7 +436,7 @@ class PassProgress:
     """The sampler's per-pass callback: progress bar, live preview every few passes, cancel point.
 
     total: the passes expected up front (``zipar_core.schedule.expected_passes``).
-    exact: the total is the exact count (ntp, fixed: ``passes_known_up_front``); it then never changes, so
+    exact: the total is the exact count (ntp, fixed: the mode's ``exact_passes``); it then never changes, so
         every progress message carries the same total and the last one reads total/total. Otherwise
         (adaptive, Jacobi drafts, any mode whose count depends on the sampled tokens) the total is a
         starting estimate that grows honestly: once the passes reach it and the image is not finished it

@@ -12,22 +12,29 @@ IMAGENET_EXAMPLE = "207 = golden retriever"  # a class of the 1000 ImageNet clas
 
 
 def modes() -> list[str]:
-    """The mode combo: every decoding mode the core offers (zipar_core.config.MODES), so new ones appear."""
-    from ..zipar_core.config import MODES
+    """The mode combo: every decoding mode the core offers (zipar_core.modes.MODES), so new ones appear."""
+    from ..zipar_core.modes import NAMES
 
-    return list(MODES)
+    return list(NAMES)
 
 
 def mode_help() -> dict[str, str]:
-    from ..zipar_core.config import MODE_HELP
+    from ..zipar_core.modes import MODES
 
-    return MODE_HELP
+    return {name: mode.help for name, mode in MODES.items()}
 
 
-def draft_inits() -> list[str]:
-    from ..zipar_core.config import DRAFT_INITS
+def draft_choices(name: str) -> list[str]:
+    """A combo of the choices of a draft setting (``draft_init``, ``draft_coupling``, ``draft_visibility``), the
+    model's default first."""
+    from ..zipar_core import config
 
-    return ["model default", *DRAFT_INITS]
+    return [MODEL_DEFAULT_CHOICE, *getattr(config, {"draft_init": "DRAFT_INITS", "draft_coupling": "DRAFT_COUPLINGS",
+                                                    "draft_visibility": "DRAFT_VISIBILITIES"}[name])]
+
+
+MODEL_DEFAULT_CHOICE = "model default"  # a combo's "the model's default" (the registry's value)
+DRAFT_COMBOS = ("draft_init", "draft_coupling", "draft_visibility")
 
 
 @dataclass
@@ -118,9 +125,12 @@ def _ntp_passes(layout) -> int:
 
 def stats_text(config, layout, stats, ntp: int, note: str = "", classes: str = "") -> str:
     """What was decoded, with which values (after the model defaults were filled in), and what it saved."""
+    from ..zipar_core.modes import get as get_mode
+
     window = config.window_for(layout.cols)  # the effective one: ntp decodes whole rows
     windowed = f" window {window}" if config.uses("window") else ""  # sjd and ntp have none
-    what = "NTP (raster order)" if config.mode == "ntp" else f"{config.mode}{windowed}"
+    mode = get_mode(config.mode)
+    what = mode.label if mode.baseline else f"{config.mode}{windowed}"
     speedup = ntp / max(stats.passes, 1)
     head = f"ZipAR {what}: {stats.passes} forward passes for {stats.batch_size} image(s) of {layout.rows}x{layout.cols}"
     lines = [f"{head} tokens",
@@ -172,7 +182,8 @@ LOWEST = {"guidance_scale": 0, "top_k": 0, "window": 1, "draft_length": 1}
 
 
 def chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
-                    draft_length=MODEL_DEFAULT, draft_init="model default") -> dict:
+                    draft_length=MODEL_DEFAULT, draft_init=MODEL_DEFAULT_CHOICE, draft_coupling=MODEL_DEFAULT_CHOICE,
+                    draft_visibility=MODEL_DEFAULT_CHOICE) -> dict:
     """Widget values -> ZipAR settings; the "model default" values (-1) become None, for the registry to fill."""
     values = {"guidance_scale": guidance_scale, "top_k": top_k, "window": window, "draft_length": draft_length}
     for name, value in values.items():
@@ -183,7 +194,8 @@ def chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, pap
     return {"mode": mode, "window": _maybe(int, given["window"]), "guidance_scale": _maybe(float, given["guidance_scale"]),
             "temperature": float(temperature), "top_k": _maybe(int, given["top_k"]), "top_p": float(top_p),
             "paper_first_row": bool(paper_first_row), "draft_length": _maybe(int, given["draft_length"]),
-            "draft_init": None if draft_init == "model default" else draft_init}
+            **{name: None if choice == MODEL_DEFAULT_CHOICE else choice for name, choice in
+               zip(DRAFT_COMBOS, (draft_init, draft_coupling, draft_visibility))}}
 
 
 def _maybe(kind, value):
@@ -259,10 +271,20 @@ class ZipARSampler:
                     "tooltip": "sjd / zipar_sjd: draft tokens each row carries ahead of its newest token, checked "
                                "together in one pass (accepted ones cost no pass of their own). -1: the model's "
                                f"default ({_defaults_help('draft_length')}). Ignored by the other modes."}),
-                "draft_init": (draft_inits(), {
-                    "default": "model default", "advanced": True,
+                "draft_init": (draft_choices("draft_init"), {
+                    "default": MODEL_DEFAULT_CHOICE, "advanced": True,
                     "tooltip": "sjd / zipar_sjd: how a new draft token starts: random (as SJD), or spatial (the "
                                "token above it)."}),
+                "draft_coupling": (draft_choices("draft_coupling"), {
+                    "default": MODEL_DEFAULT_CHOICE, "advanced": True,
+                    "tooltip": "sjd / zipar_sjd: how a draft that was not checked is drawn again: none (afresh, as "
+                               "SJD), maximal (kept whenever the model's new guess allows it), gumbel (from the "
+                               "position's fixed noise). The images' distribution is the same with each."}),
+                "draft_visibility": (draft_choices("draft_visibility"), {
+                    "default": MODEL_DEFAULT_CHOICE, "advanced": True,
+                    "tooltip": "zipar_sjd: whether a row's drafts may look at the row above's drafts (rows) or only "
+                               "at its final tokens (chain); with rows a token is kept only if what it saw was "
+                               "accepted."}),
             },
         }
 
@@ -278,17 +300,19 @@ class ZipARSampler:
     SEARCH_ALIASES = ("zipar", "autoregressive sampler", "llamagen", "janus", "emu3", "lumina")
 
     def sample(self, model, prompt, negative_prompt, seed, guidance_scale, temperature, top_k, top_p, mode, window,
-               width, height, batch_size, paper_first_row=False, draft_length=MODEL_DEFAULT, draft_init="model default"):
+               width, height, batch_size, paper_first_row=False, draft_length=MODEL_DEFAULT,
+               draft_init=MODEL_DEFAULT_CHOICE, draft_coupling=MODEL_DEFAULT_CHOICE,
+               draft_visibility=MODEL_DEFAULT_CHOICE):
         import torch
 
-        from ..zipar_core import ZipARConfig, expected_passes, generate
+        from ..zipar_core import generate
+        from ..zipar_core.config import resolve
         from ..zipar_core.errors import render
-        from ..zipar_core.models import registry
-        from ..zipar_core.schedule import passes_known_up_front
+        from ..zipar_core.modes import get as get_mode
 
         adapter = model.adapter  # checks first: the weights move to the device once the memory decoding needs is known
         chosen = chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
-                                 draft_length, draft_init)
+                                 draft_length, draft_init, draft_coupling, draft_visibility)
         note, classes, request = "", "", {"height": int(height) or None, "width": int(width) or None}
         try:
             if adapter.conditioning == "class":
@@ -303,8 +327,7 @@ class ZipARSampler:
                 if negative_prompt.strip():
                     request["negative_prompt"] = [negative_prompt] * batch_size
             checked = adapter.check(**request)
-            config = ZipARConfig(**registry.resolve(adapter, checked.cols, **chosen))
-            config.window_for(checked.cols)
+            config = resolve(adapter.defaults(), checked.cols, chosen)  # the one resolution every face uses
         except ValueError as e:
             size = getattr(e, "name", None) in ("height", "width")
             hint = f". Change width/height (0 = the model's trained size {_size_text(adapter)})" if size else ""
@@ -319,8 +342,8 @@ class ZipARSampler:
             gens = [torch.Generator(device=dev).manual_seed((int(seed) + i) % (MAX_SEED + 1))
                     for i in range(batch_size)]
             preview = preview_fn(adapter) if glue.previews_enabled() else None
-            progress = glue.PassProgress(expected_passes(layout, config), preview,
-                                         exact=passes_known_up_front(config))
+            mode = get_mode(config.mode)
+            progress = glue.PassProgress(mode.count_passes(layout, config), preview, exact=mode.exact_passes)
             result = generate(adapter, cond, config, generator=gens, callback=progress)
             progress.finish()
         codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict(), config.to_dict())

@@ -25,11 +25,12 @@ import os
 import sys
 from dataclasses import dataclass
 
+from .sampler import DRAFT_COMBOS, MODEL_DEFAULT, MODEL_DEFAULT_CHOICE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = os.path.join(ROOT, "workflows")
 THUMB_SIZE = 512  # px, square: the cards show 256 css px (sharp on 2x screens)
 JPEG_QUALITY = 85
-MODEL_DEFAULT = -1
 SEED = 0
 
 
@@ -140,7 +141,7 @@ def passes(t: Template) -> tuple[int, int, int]:
     """(window, ZipAR passes, NTP passes) at the registry's default window on the template's grid."""
     from ..zipar_core.config import ZipARConfig
     from ..zipar_core.layout import TokenLayout
-    from ..zipar_core.schedule import count_passes
+    from ..zipar_core.modes import count_passes
 
     fam = family(t)
     rows, cols = t.grid
@@ -215,7 +216,7 @@ def sampler_values(t: Template) -> dict:
     return {"prompt": t.prompt, "negative_prompt": t.negative, "seed": SEED, "guidance_scale": MODEL_DEFAULT,
             "temperature": 1.0, "top_k": MODEL_DEFAULT, "top_p": 1.0, "mode": "fixed", "window": MODEL_DEFAULT,
             "draft_length": MODEL_DEFAULT, "width": 0, "height": 0, "batch_size": t.batch_size, "paper_first_row": False,
-            "draft_init": "model default"}
+            **{name: MODEL_DEFAULT_CHOICE for name in DRAFT_COMBOS}}
 
 
 def ui_workflow(t: Template) -> dict:

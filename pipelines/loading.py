@@ -104,7 +104,7 @@ class PipelineLoadingMixin:
         from ..zipar_core.models import load_model
 
         names = setting_names(cls)
-        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in names and k != "target_size"}
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
         options, parts = LoadOptions.split(options, **{k: v for k, v in kwargs.items() if v is not None})
         _check_memory(path_or_id, options, options.torch_device(), f"loading {os.path.basename(path_or_id)}", **parts)
         adapter = load_model(path_or_id, options, **parts)
@@ -146,7 +146,7 @@ class PipelineLoadingMixin:
     def from_adapter(cls, adapter, **settings):
         """A pipeline around the models of a ZipAR adapter (``zipar_core.models``), without copying weights."""
         modules, options = adapter.components()
-        return cls(**{k: wrap(m) for k, m in modules.items() if m is not None}, **{**options, **settings})
+        return cls(**{k: wrap(m) for k, m in modules.items() if m is not None}, model_options=options, **settings)
 
     def build_adapter(self):
         """The family's ZipAR adapter around this pipeline's components (cheap: no weights are copied)."""
@@ -154,12 +154,13 @@ class PipelineLoadingMixin:
 
         parts = {k: unwrap(getattr(self, k, None)) for k in COMPONENTS}
         return registry.adapter_class(self.config.family).from_components(
-            **{k: v for k, v in parts.items() if v is not None}, target_size=self.config.target_size)
+            **{k: v for k, v in parts.items() if v is not None}, **(self.config.get("model_options") or {}))
 
 
 def setting_names(cls) -> set[str]:
-    """The ZipAR settings a pipeline keeps in its config (its __init__ arguments that are not components)."""
-    return set(inspect.signature(cls.__init__).parameters) - {"self", *COMPONENTS}
+    """The ZipAR settings a pipeline keeps in its config (its __init__ arguments that are not components, nor the
+    adapter's options)."""
+    return set(inspect.signature(cls.__init__).parameters) - {"self", *COMPONENTS, "model_options", "target_size"}
 
 
 def _hub_has_model_index(repo_id: str, kwargs: dict) -> bool:

@@ -33,9 +33,9 @@ from diffusers.utils import logging, replace_example_docstring
 from ..zipar_core.config import ZipARConfig
 from ..zipar_core.errors import SettingError
 from ..zipar_core.models import registry
+from ..zipar_core.modes import expected_passes
 from ..zipar_core.protocol import Conditioning, Request, decode_known
 from ..zipar_core.sampler import DecodingCancelled, generate
-from ..zipar_core.schedule import expected_passes
 
 # diffusers resolves saved components by importing their classes from the module model_index.json names
 from .components import ChameleonVQGANModel, LlamaGenGPTModel, LlamaGenVQModel, MoVQGANModel, unwrap  # noqa: F401
@@ -79,11 +79,11 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         text_encoder: FLAN-T5 encoder for text-to-image LlamaGen.
         tokenizer: the text tokenizer (T5's for LlamaGen t2i, the model's own for the others).
         family: a registry family ("llamagen", "janus", "emu3", "lumina", "lumina2"); None reads it off the transformer.
-        mode, window, draft_length, draft_init, paper_first_row, guidance_scale, guidance_interval, temperature, top_k,
-            top_p: default ZipAR settings of this pipeline (None: the family's registry defaults); every call can
+        mode, window, draft_length, draft_init, draft_coupling, draft_visibility, paper_first_row, guidance_scale,
+            guidance_interval, temperature, top_k, top_p: default ZipAR settings of this pipeline (None: the family's registry defaults); every call can
             override them.
-        target_size: Lumina-mGPT's training size (512 / 768 / 1024; Lumina-mGPT 2.0: 768), which fixes the sizes it can
-            make.
+        model_options: what the family's adapter needs besides its components (its ``components()`` options, e.g.
+            Lumina-mGPT's training size ``target_size``); kept in the config, so a saved pipeline has them.
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vqvae"
@@ -92,19 +92,24 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
 
     def __init__(self, transformer, vqvae=None, text_encoder=None, tokenizer=None, family: str | None = None,
                  mode: str | None = None, window: int | None = None, draft_length: int | None = None,
-                 draft_init: str | None = None, paper_first_row: bool = False,
+                 draft_init: str | None = None, draft_coupling: str | None = None,
+                 draft_visibility: str | None = None, paper_first_row: bool = False,
                  guidance_scale: float | None = None, guidance_interval: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 target_size: int | None = None):
+                 model_options: dict | None = None, target_size: int | None = None):
         super().__init__()
         found = registry.family_of_module(unwrap(transformer)).name
         if family is not None and family != found:
             raise SettingError("family", f"{{name}}={family!r} but the transformer component is a {found} model")
+        if target_size is not None:  # pipelines saved before model_options kept Lumina-mGPT's size on its own
+            model_options = {**(model_options or {}), "target_size": target_size}
         self.register_modules(transformer=transformer, vqvae=vqvae, text_encoder=text_encoder, tokenizer=tokenizer)
         self.register_to_config(family=found, mode=mode, window=window, draft_length=draft_length,
-                                draft_init=draft_init, paper_first_row=paper_first_row,
+                                draft_init=draft_init, draft_coupling=draft_coupling,
+                                draft_visibility=draft_visibility, paper_first_row=paper_first_row,
                                 guidance_scale=guidance_scale, guidance_interval=guidance_interval,
-                                temperature=temperature, top_k=top_k, top_p=top_p, target_size=target_size)
+                                temperature=temperature, top_k=top_k, top_p=top_p,
+                                model_options=dict(model_options or {}))
         self.image_processor = VaeImageProcessor(do_normalize=True)
         self._interrupt = False
 
@@ -135,11 +140,11 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         if conditioning is not None:
             if prompt is not None or class_labels is not None or negative_prompt is not None:
                 raise SettingError("conditioning", "give either {name} or prompt / class_labels / negative_prompt")
-            check_output(adapter, num_images_per_prompt, output_type, family=self.family)
+            check_output(adapter, num_images_per_prompt, output_type)
             request, total = None, conditioning.batch_size
         else:
             request = check_request(adapter, prompt, class_labels, negative_prompt, height, width,
-                                    num_images_per_prompt, output_type, family=self.family)
+                                    num_images_per_prompt, output_type)
             total = request.batch_size
         if isinstance(generator, (list, tuple)) and len(generator) != total:
             raise SettingError("generator", f"got {len(generator)} generators for {total} images; pass one per image "
@@ -163,7 +168,7 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         size). ``settings``: ``mode``, ``window``, ... as ``__call__`` takes them."""
         adapter = self.build_adapter()
         request = check_request(adapter, prompt, class_labels, negative_prompt, height, width, num_images_per_prompt,
-                                output_type, family=self.family)
+                                output_type)
         config = self.resolve_settings(adapter, request.cols, **settings)
         return settings_record(adapter, config, request.rows, request.cols)
 
@@ -222,6 +227,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
         window: int | None = None,
         draft_length: int | None = None,
         draft_init: str | None = None,
+        draft_coupling: str | None = None,
+        draft_visibility: str | None = None,
         paper_first_row: bool | None = None,
         guidance_interval: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -257,6 +264,11 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
             draft_length (`int`, *optional*): sjd / zipar_sjd: draft tokens each chain carries, verified in one pass.
             draft_init (`str`, *optional*): sjd / zipar_sjd: new drafts start "random" (as SJD) or "spatial" (the
                 token above).
+            draft_coupling (`str`, *optional*): sjd / zipar_sjd: a draft left unverified is drawn again "none"
+                (independently, as SJD), "maximal" (kept whenever the distributions allow) or "gumbel" (the same noise
+                per position); every choice keeps the sampling distribution.
+            draft_visibility (`str`, *optional*): zipar_sjd: a query sees its own chain's drafts ("chain") or also
+                the row above's within eq. 1 ("rows"), the pass then verified row by row from the top.
             paper_first_row (`bool`, *optional*): decode row 0 completely first, as the authors' code does (the
                 paper's step counts).
             guidance_interval (`int`, *optional*): guide only the first this many image tokens.
@@ -302,7 +314,8 @@ class ZipARPipeline(PipelineLoadingMixin, DiffusionPipeline):
                                     conditioning)
         cols = request.cols if request is not None else conditioning.layout.cols
         config = self.resolve_settings(adapter, cols, mode=mode, window=window, draft_length=draft_length,
-                                       draft_init=draft_init, paper_first_row=paper_first_row,
+                                       draft_init=draft_init, draft_coupling=draft_coupling,
+                                       draft_visibility=draft_visibility, paper_first_row=paper_first_row,
                                        guidance_scale=guidance_scale, guidance_interval=guidance_interval,
                                        temperature=temperature, top_k=top_k, top_p=top_p)
         self._interrupt = False

@@ -8,22 +8,19 @@ setting added to :class:`ZipARConfig` enters it (and a sample set's identity, an
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
-from ..zipar_core.config import ZipARConfig
-from ..zipar_core.errors import SettingError, SettingWarning
-from ..zipar_core.models import registry
+from ..zipar_core.config import ZipARConfig, resolve
+from ..zipar_core.errors import SettingError
 from ..zipar_core.protocol import Request
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes", "latent")
 # the ZipARConfig settings a pipeline keeps in its config and a call may override
-SETTINGS = ("mode", "window", "draft_length", "draft_init", "paper_first_row", "guidance_scale", "guidance_interval",
-            "temperature", "top_k", "top_p")
+SETTINGS = ("mode", "window", "draft_length", "draft_init", "draft_coupling", "draft_visibility", "paper_first_row",
+            "guidance_scale", "guidance_interval", "temperature", "top_k", "top_p")
 
 
-def check_output(adapter, num_images_per_prompt: int = 1, output_type: str = "pil", family: str | None = None,
-                 decoder: bool = True) -> None:
+def check_output(adapter, num_images_per_prompt: int = 1, output_type: str = "pil", decoder: bool = True) -> None:
     """How many images per condition, and whether the output asked for can be made (``decoder``: whether
     the model has what decodes codes to pixels)."""
     if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) \
@@ -34,52 +31,40 @@ def check_output(adapter, num_images_per_prompt: int = 1, output_type: str = "pi
         raise SettingError("output_type", f"{{name}} must be one of {OUTPUT_TYPES}, got {output_type!r}")
     missing = adapter.missing_decoder() if decoder and output_type not in ("codes", "latent") else None
     if missing:
-        raise SettingError("vqgan" if (family or adapter.family) in ("lumina", "lumina2") else "vq_path",
-                           missing + "; or ask for output_type='codes'")
+        raise SettingError(adapter.decoder_setting or "output_type", missing + "; or ask for output_type='codes'")
 
 
 def check_request(adapter, prompt=None, class_labels=None, negative_prompt=None, height=None, width=None,
-                  num_images_per_prompt: int = 1, output_type: str = "pil", family: str | None = None) -> Request:
+                  num_images_per_prompt: int = 1, output_type: str = "pil") -> Request:
     """The request of a call, checked by the adapter (the one validator), each condition
     ``num_images_per_prompt`` times; then whether its output can be made (:func:`check_output`)."""
-    check_output(adapter, num_images_per_prompt, output_type, family, decoder=False)
+    check_output(adapter, num_images_per_prompt, output_type, decoder=False)
     request = adapter.check(prompt=prompt, class_labels=class_labels, negative_prompt=negative_prompt, height=height,
                             width=width).repeat(num_images_per_prompt)
-    check_output(adapter, num_images_per_prompt, output_type, family)
+    check_output(adapter, num_images_per_prompt, output_type)
     return request
 
 
 def resolve_settings(adapter, cols: int, saved: Mapping | None = None, **call) -> ZipARConfig:
-    """Per-call value, else the pipeline config's (``saved``), else the family's registry default."""
-    saved = saved or {}
-    chosen = {k: call.get(k) if call.get(k) is not None else saved.get(k) for k in SETTINGS}
-    config = ZipARConfig(**registry.resolve(adapter, cols, **chosen))
-    config.window_for(cols)  # an explicit window wider than the grid is an error, with the fix in it
-    for name in ("window", "draft_length", "draft_init"):
-        said = (name, chosen.get(name), config.mode)
-        if chosen.get(name) is not None and not config.uses(name) and said not in _WARNED:
-            _WARNED.add(said)  # once per process, however many checks resolve the same call
-            warnings.warn(SettingWarning(name, f"{{name}} {chosen[name]} has no effect in mode {config.mode}"),
-                          stacklevel=3)
-    return config
-
-
-_WARNED: set[tuple] = set()  # (setting, value, mode) already said
+    """Per-call value, else the pipeline config's (``saved``), else the family's registry default
+    (``zipar_core.config.resolve``, the one resolution every face uses)."""
+    return resolve(adapter.defaults(), cols, {k: call.get(k) for k in SETTINGS}, dict(saved or {}))
 
 
 def settings_record(adapter, config: ZipARConfig, rows: int, cols: int) -> dict:
     """``out.settings``: every resolved decoding setting, the family, the grid and the size in pixels. The
     window is the one the schedule uses (the grid width in ntp mode, whatever was asked for)."""
     return {**config.to_dict(), "window": config.window_for(cols), "family": adapter.family, "rows": rows,
-            "cols": cols, "height": rows * adapter.downsample, "width": cols * adapter.downsample}
+            "cols": cols, "height": rows * adapter.pixels_per_token, "width": cols * adapter.pixels_per_token}
 
 
 # README's table of ``ZipARPipeline.__call__``'s arguments (tests/test_readme.py keeps the README equal to it, and
 # tests/test_pipeline.py checks that every argument of __call__ is in it).
 def call_arguments() -> list[tuple[tuple[str, ...], str]]:
-    from ..zipar_core.config import DRAFT_INITS, MODE_HELP
+    from ..zipar_core.config import DRAFT_INITS
+    from ..zipar_core.modes import MODES
 
-    modes = "; ".join(f'`"{m}"`: {text}' for m, text in MODE_HELP.items())
+    modes = "; ".join(f'`"{name}"`: {mode.help}' for name, mode in MODES.items())
     return [
         (("prompt", "class_labels"), "a string or list (text-to-image), or an int or list (class-conditional models); "
                                      "not both"),
@@ -97,6 +82,13 @@ def call_arguments() -> list[tuple[tuple[str, ...], str]]:
         (("draft_length",), "sjd / zipar_sjd: draft tokens each chain carries, verified together in one pass"),
         (("draft_init",), f"sjd / zipar_sjd: how a new draft starts: {' or '.join(f'`{x!r}`' for x in DRAFT_INITS)}"
                           " (spatial: the token above it)"),
+        (("draft_coupling",), "sjd / zipar_sjd: how a draft left unverified is drawn again: `'none'` (independently, as "
+                              "SJD), `'maximal'` (kept with probability min(1, q_new(x) / q_old(x)), else from the "
+                              "residual) or `'gumbel'` (argmax of log q + the position's fixed Gumbel noise); the "
+                              "sampling distribution is kept either way"),
+        (("draft_visibility",), "zipar_sjd: which drafts a query sees: `'chain'` (its own chain's) or `'rows'` (also the "
+                                "row above's, within the columns eq. 1 gives its target; a token is kept only if every "
+                                "draft it saw was accepted)"),
         (("paper_first_row",), "decode row 0 completely first, as the authors' code does (reproduces the paper's step "
                                "counts)"),
         (("guidance_interval",), "guide only the image tokens whose raster index is below it (`None`: all)"),

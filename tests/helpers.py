@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from zipar.zipar_core.cache import SlotKVCache
-from zipar.zipar_core.layout import TokenLayout
+from zipar.zipar_core.layout import EOL, TokenLayout
 from zipar.zipar_core.models.llamagen import LlamaGenConfig, LlamaGenTransformer, VQConfig, VQModel
 from zipar.zipar_core.models.tiny import tiny_llamagen_parts as tiny_llamagen  # noqa: F401  (GPT + 16-px VQ)
 from zipar.zipar_core.models.tiny import word_tokenizer
-from zipar.zipar_core.protocol import EOL_TOKEN, Conditioning
+from zipar.zipar_core.protocol import Conditioning
 
 
 class ToyAR(nn.Module):
@@ -46,11 +46,11 @@ class ToyAR(nn.Module):
 
     def new_cache(self, cond, num_slots):
         d = self.embed.weight.shape[1]
-        return SlotKVCache(len(self.qkv), cond.num_rows, self.heads, num_slots, d // self.heads,
+        return SlotKVCache(len(self.qkv), cond.num_sequences, self.heads, num_slots, d // self.heads,
                            self.dtype, self.device)
 
     def _embed_tokens(self, tokens):
-        return self.embed(torch.where(tokens == EOL_TOKEN, self.codebook_size, tokens))
+        return self.embed(torch.where(tokens == EOL, self.codebook_size, tokens))
 
     def _layers(self, h, visible, kv):
         """kv(layer, k, v) -> full k, v; visible (N, q, kv) bool."""
@@ -66,13 +66,12 @@ class ToyAR(nn.Module):
     @torch.no_grad()
     def prefill(self, cond, cache, visible):
         h = self.cls(cond.payload)[:, None] + self.pos.weight[0]
-        cache.set_slots(torch.zeros((cond.num_rows, 1), dtype=torch.long), visible.shape[-1])
-        return self._layers(h, visible, cache.write)[:, -1]
+        writes = cache.at(torch.zeros((cond.num_sequences, 1), dtype=torch.long), visible.shape[-1])
+        return self._layers(h, visible, writes.write)[:, -1]
 
     @torch.no_grad()
     def forward(self, cond, tokens, slots, visible, cache):
-        cache.set_slots(slots, visible.shape[-1])
-        return self._layers(self._embed_tokens(tokens) + self.pos(slots), visible, cache.write)
+        return self._layers(self._embed_tokens(tokens) + self.pos(slots), visible, cache.at(slots, visible.shape[-1]).write)
 
     @torch.no_grad()
     def full_forward(self, cond, tokens, slots):
@@ -173,3 +172,48 @@ def tiny_llamagen_pipeline_folder(folder) -> str:
     gpt, vq = tiny_llamagen("c2i")
     ZipARPipeline.from_adapter(LlamaGenAdapter(gpt, vq)).save_pretrained(folder)
     return str(folder)
+
+
+# -- every family's tiny model, ready to decode (diffusers' get_dummy_components) ---------------------------------
+
+def draft_friendly_llamagen(model_type):
+    """Tiny random LlamaGen whose image-token embeddings are scaled by 0.1, so that a prediction depends only
+    weakly on the token before it, as in trained image models (with stock random weights every greedy
+    prediction flips with the previous token, and Jacobi drafts are exact but never accepted)."""
+    from zipar.zipar_core.models.llamagen import LlamaGenAdapter
+
+    gpt = tiny_gpt(model_type)
+    with torch.no_grad():
+        gpt.tok_embeddings.weight.mul_(0.1)
+    return LlamaGenAdapter(gpt)
+
+
+def _llamagen_c2i():
+    ad = draft_friendly_llamagen("c2i")
+    return ad, ad.prepare(class_labels=[1, 7], rows=6, cols=6, guidance_scale=2.0), 2.0
+
+
+def _llamagen_t2i():
+    ad = draft_friendly_llamagen("t2i")
+    caps, mask = caption_batch(2, ad.prefix, ad.config.caption_dim)
+    return ad, ad.encode_captions(caps, mask, rows=5, cols=6, guidance_scale=3.0), 3.0
+
+
+def _family(name, scale, **request):
+    from zipar.zipar_core.models import registry
+
+    def build():
+        ad = registry.build_tiny(name)
+        return ad, ad.prepare(**request, guidance_scale=scale), scale
+    return build
+
+
+# name -> build() -> (adapter, conditioning of two images with guidance, guidance_scale): one entry per family
+FAMILY_CASES = {
+    "llamagen c2i": _llamagen_c2i,
+    "llamagen t2i": _llamagen_t2i,
+    "janus": _family("janus", 5.0, prompt=["a cat", "a red dog on the mat"]),
+    "emu3": _family("emu3", 3.0, prompt=["a cat", "a red dog"], negative_prompt="lowres", height=32, width=40),
+    "lumina": _family("lumina", 3.0, prompt=["a cat", "a red dog"], height=64, width=64),
+    "lumina2": _family("lumina2", 4.0, prompt=["a cat", "a red dog"], height=64, width=64),
+}

@@ -111,7 +111,7 @@ def test_safetensors_round_trip(release, tmp_path):
 
 def test_chameleon_defaults_shape():
     cfg = VQGANConfig()
-    assert (cfg.n_embed, cfg.embed_dim, cfg.downsample) == (8192, 256, 16)
+    assert (cfg.n_embed, cfg.embed_dim, cfg.pixels_per_token) == (8192, 256, 16)
     model = ChameleonVQGANDecoder(cfg)
     assert model.quantize.embedding.weight.shape == (8192, 256)
     assert model(torch.zeros((1, 1, 1), dtype=torch.long)).shape == (1, 3, 16, 16)

@@ -49,7 +49,7 @@ def test_shipped_weights_are_small_and_load_through_the_llamagen_loader(model):
     # the same files through the general loaders: file pair, GPT file alone (VQ found beside it), folder
     for loaded in (load_llamagen(GPT_WEIGHTS, VQ_WEIGHTS), load_model(GPT_WEIGHTS, device="cpu"),
                    load_model(WEIGHTS_DIR, device="cpu")):
-        assert loaded.default_grid == (16, 16) and loaded.downsample == model.downsample
+        assert loaded.default_grid == (16, 16) and loaded.pixels_per_token == model.pixels_per_token
         sd, ref = loaded.gpt.state_dict(), model.gpt.state_dict()
         assert all(torch.equal(sd[k], ref[k]) for k in ref)
 
@@ -68,7 +68,8 @@ def test_generates_a_16x16_grid_and_decodes_it(model):
 
 def test_greedy_jacobi_modes_give_ntp_s_tokens_in_fewer_passes(model):
     """On the trained demo model (not only on tiny random ones): greedy ``sjd`` and greedy ``zipar_sjd`` with
-    ``window == cols`` reproduce NTP's tokens exactly, with guidance, in fewer passes."""
+    ``window == cols`` reproduce NTP's tokens exactly, with guidance, in fewer passes (each draft coupling and
+    visibility rule too)."""
     cond = model.prepare(class_labels=[0, 3, 7], guidance_scale=2.0)
     ntp = generate(model, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=2.0))
     assert len(ntp.codes.unique()) > 10
@@ -78,6 +79,12 @@ def test_greedy_jacobi_modes_give_ntp_s_tokens_in_fewer_passes(model):
             out = generate(model, cond, cfg)
             assert torch.equal(out.codes, ntp.codes), (mode, init)
             assert out.stats.passes < ntp.stats.passes, (mode, init, out.stats.passes)
+    for mode, coupling, visibility in (("sjd", "maximal", "chain"), ("sjd", "gumbel", "chain"),
+                                       ("zipar_sjd", "gumbel", "rows"), ("zipar_sjd", "maximal", "rows")):
+        cfg = ZipARConfig(mode=mode, window=16, draft_length=8, temperature=0, guidance_scale=2.0,
+                          draft_coupling=coupling, draft_visibility=visibility)
+        out = generate(model, cond, cfg)
+        assert torch.equal(out.codes, ntp.codes) and out.stats.passes < ntp.stats.passes, (mode, coupling)
 
 
 def test_classifier_loads_and_recognises_real_images(classifier):
@@ -329,7 +336,6 @@ def test_evaluation_end_to_end_writes_intervals_plot_and_grids(tmp_path):
 
     from PIL import Image
     from safetensors.torch import save_file
-
     from zipar.demo_model import evaluate
     from zipar.zipar_core.models.llamagen import LlamaGenConfig, LlamaGenTransformer
 

@@ -5,8 +5,8 @@ from zipar.zipar_core.config import ZipARConfig
 from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.emu3 import Emu3Adapter, calculate_generate_size
 from zipar.zipar_core.models.tiny import tiny_emu3
+from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.sampler import generate
-from zipar.zipar_core.schedule import count_passes
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def _hf_generate(adapter, cond, scale):
     """transformers' generate for the first prompt, constrained to the image layout (visual tokens, EOL at
     row ends), greedy; guidance as a separate unconditional stream (negative_prompt_ids)."""
     H, W = cond.layout.rows, cond.layout.cols
-    ids = cond.payload["ids"][0][cond.prefix_valid[0]][None]
+    ids = cond.payload.ids[0][cond.prefix_valid[0]][None]
     visual = adapter.img2bpe.tolist()
     L = ids.shape[1]
 
@@ -29,7 +29,7 @@ def _hf_generate(adapter, cond, scale):
     kwargs = {}
     if scale != 1.0:
         B = cond.batch_size
-        kwargs = {"guidance_scale": scale, "negative_prompt_ids": cond.payload["ids"][B][cond.prefix_valid[B]][None]}
+        kwargs = {"guidance_scale": scale, "negative_prompt_ids": cond.payload.ids[B][cond.prefix_valid[B]][None]}
     out = adapter.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=H * (W + 1), do_sample=False,
                                  prefix_allowed_tokens_fn=allowed, **kwargs)
     grid = out[0, L:].view(H, W + 1)
@@ -53,8 +53,8 @@ def test_ntp_greedy_equals_transformers_generate(emu3, scale, negative):
 def test_prompt_layout(emu3):
     cond = emu3.prepare(prompt="a cat", height=24, width=40, guidance_scale=2.0)
     tok = emu3.tokenizer
-    assert tok.decode(cond.payload["ids"][0]).replace(" ", "") == "<|extra_203|>acat<|imagestart|>3*5<|imagetoken|>"
-    uncond = cond.payload["ids"][1][cond.prefix_valid[1]]
+    assert tok.decode(cond.payload.ids[0]).replace(" ", "") == "<|extra_203|>acat<|imagestart|>3*5<|imagetoken|>"
+    uncond = cond.payload.ids[1][cond.prefix_valid[1]]
     assert tok.decode(uncond).replace(" ", "") == "<|extra_203|><|imagestart|>3*5<|imagetoken|>"
 
 
@@ -75,7 +75,7 @@ def test_grid_from_ratio_and_area(emu3):
 def test_modes_batched_with_guidance_and_negative(emu3):
     prompts = ["a cat on the mat", "a dog"]
     cond = emu3.prepare(prompt=prompts, negative_prompt="lowres", height=32, width=40, guidance_scale=3.0)
-    assert cond.num_rows == 4 and not cond.prefix_valid.all()
+    assert cond.num_sequences == 4 and not cond.prefix_valid.all()
     cfg = ZipARConfig(mode="ntp", temperature=0, guidance_scale=3.0)
     ntp = generate(emu3, cond, cfg)
     full = generate(emu3, cond, ZipARConfig(mode="fixed", window=5, temperature=0, guidance_scale=3.0))

@@ -8,7 +8,13 @@ from transformers.cache_utils import Cache
 from zipar.zipar_core.cache import SlotKVCache
 from zipar.zipar_core.models import registry
 from zipar.zipar_core.models.hf_cache import HFSlotCache
-from zipar.zipar_core.models.hf_common import attention_mask_4d, cache_argument, check_attention, left_pad, positions_for
+from zipar.zipar_core.models.hf_common import (
+    attention_mask_4d,
+    cache_argument,
+    check_attention,
+    left_pad,
+    positions_for,
+)
 
 
 def tiny_llama(attn="sdpa"):
@@ -32,23 +38,24 @@ def uncached(model, tokens, positions):
 
 def cached_pass(model, cache, tokens, slots, visible, impl):
     slots = torch.tensor([slots])
-    cache.set_slots(slots, visible.shape[-1])
     mask = attention_mask_4d(visible[None], impl, torch.float32)
     out = model(input_ids=torch.tensor([tokens]), position_ids=slots, attention_mask=mask, use_cache=True,
-                **{cache_argument(model): cache})  # the keyword this transformers takes (cache, past_key_values before)
+                **{cache_argument(model): cache.at(slots, visible.shape[-1])})  # the keyword this transformers takes (cache, past_key_values before)
     return out.last_hidden_state[0]
 
 
-def test_cache_is_both_views():
+def test_a_forward_writes_through_a_cache_bound_to_its_slots():
+    """The store holds no "current slots": ``at(slots, kv_len)`` is the transformers Cache one forward writes
+    through, at those slots (gpt-fast's update(input_pos, k, v))."""
     cache = HFSlotCache.for_config(tiny_llama().config, batch=3, num_slots=12, dtype=torch.float32, device="cpu")
-    assert isinstance(cache, Cache) and isinstance(cache, SlotKVCache)
-    assert len(cache.layers) == 2 and cache.keys[0].shape == (3, 2, 12, 8)
+    assert isinstance(cache, SlotKVCache) and cache.keys[0].shape == (3, 2, 12, 8)
+    view = cache.at(torch.tensor([[5, 1]] * 3), kv_len=6)
+    assert isinstance(view, Cache) and len(view.layers) == 2
     k = torch.randn(3, 2, 2, 8)
-    cache.set_slots(torch.tensor([[5, 1]] * 3), kv_len=6)
-    keys, _values = cache.update(k, k + 1, layer_idx=1)
+    keys, _values = view.update(k, k + 1, layer_idx=1)
     assert keys.shape == (3, 2, 6, 8)
     assert torch.equal(cache.keys[1][:, :, 5], k[:, :, 0]) and torch.equal(cache.values[1][:, :, 1], k[:, :, 1] + 1)
-    assert cache.get_seq_length() == 6 and cache.layers[0].get_mask_sizes(2) == (6, 0)
+    assert view.get_seq_length() == 6 and view.layers[0].get_mask_sizes(2) == (6, 0)
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])

@@ -12,15 +12,16 @@ import random
 
 import pytest
 import torch
-from helpers import Recorder, ToyAR, caption_batch, tiny_gpt
+from helpers import FAMILY_CASES, Recorder, ToyAR, caption_batch, tiny_gpt
 from scipy.stats import chi2_contingency, chisquare
-from zipar.zipar_core import ZipARConfig, generate
-from zipar.zipar_core import jacobi as jacobi_module
+from zipar.zipar_core import ZipARConfig, generate, sampling
+from zipar.zipar_core.config import resolve
 from zipar.zipar_core.layout import TokenLayout
 from zipar.zipar_core.models import registry
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter
+from zipar.zipar_core.modes import count_passes
+from zipar.zipar_core.modes import get as get_mode
 from zipar.zipar_core.sampling import apply_guidance, probabilities
-from zipar.zipar_core.schedule import JacobiSchedule, count_jacobi_passes, count_passes
 
 ROWS, COLS = 4, 6
 
@@ -44,9 +45,9 @@ def test_schedule_bookkeeping(eol, rows, cols):
         for length in (1, 2, 3, 9):
             cfg = ZipARConfig(mode="zipar_sjd", window=window, draft_length=length)
             # no draft ever accepted: exactly the fixed-window schedule (zipar_sjd never needs more passes)
-            assert count_jacobi_passes(lay, cfg, accept=lambda c: 0) == \
+            assert get_mode(cfg.mode).count_passes(lay, cfg, accept=lambda c: 0) == \
                 count_passes(lay, ZipARConfig(mode="fixed", window=window))
-            rng, sched, final = random.Random(window * 31 + length), JacobiSchedule(lay, cfg), {(0, 0)}
+            rng, sched, final = random.Random(window * 31 + length), get_mode(cfg.mode).schedule(lay, cfg), {(0, 0)}
             sched.start_prefill()
             while not sched.done():
                 plan = sched.plan()
@@ -67,8 +68,9 @@ def test_schedule_bookkeeping(eol, rows, cols):
             assert len(final) == rows * cols
     # window W is plain SJD: the same plans
     for length in (1, 4):
-        assert count_jacobi_passes(lay, ZipARConfig(mode="sjd", draft_length=length)) == \
-            count_jacobi_passes(lay, ZipARConfig(mode="zipar_sjd", window=cols, draft_length=length))
+        sjd, zipar_sjd = (ZipARConfig(mode="sjd", draft_length=length),
+                          ZipARConfig(mode="zipar_sjd", window=cols, draft_length=length))
+        assert get_mode("sjd").count_passes(lay, sjd) == get_mode("zipar_sjd").count_passes(lay, zipar_sjd)
 
 
 def test_config_checks():
@@ -98,41 +100,9 @@ def test_greedy_jacobi_is_ntp_in_fewer_passes(model, eol, guidance_scale):
             assert out.stats.drafts_accepted > 0 and out.stats.mean_accepted_length > 1
 
 
-def _draft_friendly_llamagen(model_type):
-    """Tiny random LlamaGen whose image-token embeddings are scaled by 0.1, so that a prediction depends only
-    weakly on the token before it, as in trained image models (with stock random weights every greedy
-    prediction flips with the previous token, and Jacobi drafts are exact but never accepted)."""
-    gpt = tiny_gpt(model_type)
-    with torch.no_grad():
-        gpt.tok_embeddings.weight.mul_(0.1)
-    return LlamaGenAdapter(gpt)
-
-
-def _family_cases():
-    """(name, build) -> (adapter, conditioning, guidance_scale) of each family's tiny model."""
-    def llamagen_c2i():
-        ad = _draft_friendly_llamagen("c2i")
-        return ad, ad.prepare(class_labels=[1, 7], rows=6, cols=6, guidance_scale=2.0), 2.0
-
-    def llamagen_t2i():
-        ad = _draft_friendly_llamagen("t2i")
-        caps, mask = caption_batch(2, ad.prefix, ad.config.caption_dim)
-        return ad, ad.encode_captions(caps, mask, rows=5, cols=6, guidance_scale=3.0), 3.0
-
-    def family(name, scale, **request):
-        ad = registry.build_tiny(name)
-        return ad, ad.prepare(**request, guidance_scale=scale), scale
-
-    return [("llamagen c2i", llamagen_c2i), ("llamagen t2i", llamagen_t2i),
-            ("janus", lambda: family("janus", 5.0, prompt=["a cat", "a red dog on the mat"])),
-            ("emu3", lambda: family("emu3", 3.0, prompt=["a cat", "a red dog"], negative_prompt="lowres", height=32,
-                                    width=40)),
-            ("lumina", lambda: family("lumina", 3.0, prompt=["a cat", "a red dog"], height=64, width=64))]
-
-
-@pytest.mark.parametrize("name, build", _family_cases(), ids=[n for n, _ in _family_cases()])
-def test_every_family_greedy_jacobi_is_ntp(name, build):
-    adapter, cond, scale = build()
+@pytest.mark.parametrize("name", FAMILY_CASES)
+def test_every_family_greedy_jacobi_is_ntp(name):
+    adapter, cond, scale = FAMILY_CASES[name]()
     ntp = generate(adapter, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale))
     assert len(ntp.codes.unique()) > 3  # varied argmaxes: equality means something
     for mode in ("sjd", "zipar_sjd"):
@@ -173,15 +143,17 @@ def test_slots_that_are_not_visible_are_never_read(model, eol, mode, window):
 
 
 def test_other_rows_never_see_a_chain_s_drafts(model, monkeypatch):
-    """zipar_sjd: within a pass, a query sees another query's slot only if that query fed a final token (a
-    chain head, a row start, a K/V write) or an earlier draft of the query's own chain."""
-    from zipar.zipar_core import sampler
+    """zipar_sjd with chain visibility: within a pass, a query sees another query's slot only if that query fed a
+    final token (a chain head, a row start, a K/V write) or an earlier draft of the query's own chain (rows
+    visibility: tests/test_jacobi_frontier.py)."""
+    from zipar.zipar_core.modes import jacobi
 
-    steps, real_build = [], sampler.build_step
-    monkeypatch.setattr(sampler, "build_step", lambda *a, **k: steps.append(real_build(*a, **k)) or steps[-1])
+    steps, real_build = [], jacobi.jacobi_pass
+    monkeypatch.setattr(jacobi, "jacobi_pass", lambda *a, **k: steps.append(real_build(*a, **k)) or steps[-1])
     cond = model.prepare([2], 5, COLS)
     rec = _Poisoner(model)
-    generate(rec, cond, ZipARConfig(mode="zipar_sjd", window=2, draft_length=3), generator=gens(1))
+    generate(rec, cond, ZipARConfig(mode="zipar_sjd", window=2, draft_length=3, draft_visibility="chain"),
+             generator=gens(1))
     own, other_final, multi_chain = 0, 0, 0
     for step, visible in zip(steps, rec.visible):
         slots, chain = step.slots[0].tolist(), step.chain[0].tolist()
@@ -228,8 +200,8 @@ def _ntp_joint(model, guidance_scale, top_k):
     grids = torch.tensor(list(itertools.product(range(V3), repeat=R2 * C3)))
     n = len(grids)
     cond = model.prepare([1] * n, R2, C3, guidance=guidance_scale != 1.0)
-    slots = torch.arange(1, R2 * C3 + 1).expand(cond.num_rows, -1)
-    logits = model.full_forward(cond, grids.repeat(cond.num_rows // n, 1), slots)[:, :-1]
+    slots = torch.arange(1, R2 * C3 + 1).expand(cond.num_sequences, -1)
+    logits = model.full_forward(cond, grids.repeat(cond.num_sequences // n, 1), slots)[:, :-1]
     if cond.guidance:
         logits = apply_guidance(logits, n, guidance_scale)
     p = probabilities(logits, 1.0, top_k, 1.0).double()
@@ -237,6 +209,7 @@ def _ntp_joint(model, guidance_scale, top_k):
 
 
 def _chi_square(model, cfg, samples=20000):
+    cfg = resolve(None, C3, cfg.chosen())  # settings left unset: the base defaults (the toy model has no family)
     joint, grids = _ntp_joint(model, cfg.guidance_scale, cfg.top_k)
     cond = model.prepare([1] * samples, R2, C3, guidance=cfg.guidance)
     out = generate(model, cond, cfg, generator=torch.Generator().manual_seed(0)).codes.view(samples, -1)
@@ -287,14 +260,14 @@ def test_zipar_sjd_samples_follow_the_fixed_window_distribution(tiny3, monkeypat
     assert _two_sample_p(_grid_counts(tiny3, cfg), fixed) > 1e-3
     # the test can tell the schedules apart: NTP's grids are not fixed window 1's
     assert _two_sample_p(_grid_counts(tiny3, ZipARConfig(mode="ntp")), fixed) < 1e-6
-    monkeypatch.setattr(jacobi_module.JacobiVerifier, "residual", staticmethod(lambda p, q: p))
+    monkeypatch.setattr(sampling, "residual", lambda p, q: p)
     assert _two_sample_p(_grid_counts(tiny3, cfg), fixed) < 1e-6
 
 
 def test_a_broken_acceptance_rule_fails_the_same_test(tiny3, monkeypatch):
     """Drawing a rejected position from p instead of the residual max(0, p - q) biases the samples towards
     the drafts; the chi-square test above must catch it."""
-    monkeypatch.setattr(jacobi_module.JacobiVerifier, "residual", staticmethod(lambda p, q: p))
+    monkeypatch.setattr(sampling, "residual", lambda p, q: p)
     assert _chi_square(tiny3, ZipARConfig(mode="sjd", draft_length=2)) < 1e-6
 
 

@@ -6,8 +6,8 @@ from zipar.zipar_core.loading import LoadOptions
 from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.janus import JanusAdapter
 from zipar.zipar_core.models.tiny import tiny_janus
+from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.sampler import generate
-from zipar.zipar_core.schedule import count_passes
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_ntp_greedy_equals_transformers_generate(janus, scale):
     cond = janus.prepare(prompt=prompts, guidance_scale=scale)
     assert cond.prefix_valid.all()
     ours = generate(janus, cond, ZipARConfig(mode="ntp", temperature=0, guidance_scale=scale))
-    ref = _hf_generate(janus, cond.payload["ids"][:2], scale)
+    ref = _hf_generate(janus, cond.payload.ids[:2], scale)
     assert ours.codes.tolist() == ref.tolist()
     assert len(set(ref.flatten().tolist())) > 3  # the tiny model's argmax is not degenerate
     assert ours.stats.passes == 16
@@ -39,7 +39,7 @@ def test_ntp_greedy_equals_transformers_generate(janus, scale):
 
 def test_prompt_template_and_unconditional_rows(janus):
     cond = janus.prepare(prompt="a cat", guidance_scale=5.0)
-    cond_ids, uncond_ids = cond.payload["ids"].tolist()
+    cond_ids, uncond_ids = cond.payload.ids.tolist()
     text = janus.tokenizer.decode(cond_ids)
     assert text.startswith("<bos>") and text.endswith("<begin_of_image>") and "User" in text and "Assistant" in text
     # transformers' uncond prompt: BOS and BOI kept, everything else pad
@@ -127,7 +127,7 @@ def test_real_configs_layout(hidden, layers, heads):
         model = JanusForConditionalGeneration(cfg)
     model.generation_config.generation_kwargs = {"boi_token_id": 100016}
     adapter = JanusAdapter(model)
-    assert (adapter.rows, adapter.cols, adapter.factor, adapter.codebook_size) == (24, 24, 16, 16384)
+    assert (adapter.rows, adapter.cols, adapter.pixels_per_token, adapter.codebook_size) == (24, 24, 16, 16384)
     cond = adapter.conditioning_from_ids([[100000, 7, 8, 100016]], [[100000, 100015, 100015, 100016]], *adapter.grid_for())
     assert cond.layout.num_slots == 4 + 576 and cond.extras == {"height": 384, "width": 384}
     cache = adapter.new_cache(cond, cond.layout.num_slots + 1)

@@ -179,7 +179,7 @@ def _adapter(model_type, **kw):
 def _raster_decode(adapter, cond, codes):
     """Prefill, then one token per step through the slot cache. Returns (rows, P-1+T+1... ) logits list."""
     lay = cond.layout
-    n = cond.num_rows
+    n = cond.num_sequences
     P, S = lay.prefix, lay.num_slots
     cache = adapter.new_cache(cond, S).fill_(1e3)  # unwritten slots hold junk that must never be read
     filled = torch.zeros(n, S, dtype=torch.bool)
@@ -202,7 +202,7 @@ def test_cached_c2i_with_guidance_matches_reference(rows, cols):
     ad = _adapter("c2i", block_size=25 if rows == 5 else 18)
     assert isinstance(ad, ZipARModel)
     cond = ad.prepare(class_labels=[1, 9], rows=rows, cols=cols, guidance_scale=2.0)
-    assert cond.num_rows == 4 and cond.layout.prefix == 1 and not cond.layout.eol
+    assert cond.num_sequences == 4 and cond.layout.prefix == 1 and not cond.layout.eol
     codes = torch.randint(0, 96, (2, rows * cols), generator=torch.Generator().manual_seed(4))
     got = _raster_decode(ad, cond, codes)
     labels = torch.tensor([1, 9, 10, 10])  # uncond rows use the null class (num_classes)
@@ -258,7 +258,7 @@ def test_protocol_attributes_sizes_and_validation():
     ad = _adapter("c2i")  # trained grid 6x6; the tiny VQ has 2 px per token
     assert isinstance(ad, ZipARModel)
     assert (ad.family, ad.conditioning, ad.num_classes, ad.codebook_size) == ("llamagen", "class", 10, 96)
-    assert ad.default_grid == (6, 6) and ad.downsample == 2 and ad.default_size == (12, 12)
+    assert ad.default_grid == (6, 6) and ad.pixels_per_token == 2 and ad.default_size == (12, 12)
     assert ad.grid_for(None, None) == (6, 6) and ad.grid_for(12, 8) == (6, 4)
     cond = ad.prepare(class_labels=[0], height=8, width=12)
     assert (cond.layout.rows, cond.layout.cols, cond.extras["height"], cond.extras["width"]) == (4, 6, 8, 12)

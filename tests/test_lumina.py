@@ -6,8 +6,8 @@ from zipar.zipar_core.models import load_model, registry
 from zipar.zipar_core.models.chameleon_vqgan import ChameleonVQGANDecoder, VQGANConfig, save_safetensors
 from zipar.zipar_core.models.lumina import LuminaAdapter, supported_sizes
 from zipar.zipar_core.models.tiny import tiny_chameleon
+from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.sampler import generate
-from zipar.zipar_core.schedule import count_passes
 
 TINY_VQ = VQGANConfig(n_embed=32, embed_dim=4, z_channels=8, resolution=64, ch=32, ch_mult=[1, 1, 1, 1, 1],
                       num_res_blocks=1)
@@ -26,7 +26,7 @@ def raster_reference(adapter, cond, scale):
     the base Chameleon model over the whole sequence, lm_head, image columns, guidance, argmax."""
     H, W = cond.layout.rows, cond.layout.cols
     rows = [0, cond.batch_size] if cond.guidance else [0]
-    seqs = [cond.payload["ids"][r][cond.prefix_valid[r]].tolist() for r in rows]
+    seqs = [cond.payload.ids[r][cond.prefix_valid[r]].tolist() for r in rows]
     img_ids = adapter.img2bpe
     model = adapter.model
     codes = []
@@ -57,14 +57,14 @@ def test_ntp_greedy_equals_uncached_raster_loop(lumina, scale):
 
 def test_prompt_and_unconditional_rows(lumina):
     cond = lumina.prepare(prompt="a cat", height=64, width=96, guidance_scale=3.0)
-    ids = cond.payload["ids"]
+    ids = cond.payload.ids
     cond_ids = ids[0][cond.prefix_valid[0]].tolist()
     assert cond_ids[0] == 0 and cond_ids[-4:] == [8710, 8197, 8804 + 2, 8804 + 3]  # sep, BOI, h/32, w/32
     text = lumina.tokenizer.decode(cond_ids[1:-4]).replace(" ", "")
     assert text == "Generateanimageof96x64accordingtothefollowingprompt:acat"
     assert ids[1][cond.prefix_valid[1]].tolist() == [8197, 8806, 8807]  # uncond starts at the image-start token
     neg = lumina.prepare(prompt="a cat", negative_prompt="lowres", height=64, width=96, guidance_scale=3.0)
-    assert neg.payload["ids"][1][neg.prefix_valid[1]].tolist()[-4:] == [8710, 8197, 8806, 8807]
+    assert neg.payload.ids[1][neg.prefix_valid[1]].tolist()[-4:] == [8710, 8197, 8806, 8807]
 
 
 def test_image_logits_not_masked(lumina):
@@ -74,7 +74,7 @@ def test_image_logits_not_masked(lumina):
     P = cond.layout.prefix
     logits = lumina.prefill(cond, cache, torch.ones(1, P, P, dtype=torch.bool).tril())
     assert logits.shape == (1, 32) and torch.isfinite(logits).all() and logits.std() > 0
-    full = lumina.model(input_ids=cond.payload["ids"]).logits[0, -1, lumina.img2bpe]
+    full = lumina.model(input_ids=cond.payload.ids).logits[0, -1, lumina.img2bpe]
     assert (full == torch.finfo(full.dtype).min).all()
 
 

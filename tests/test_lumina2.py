@@ -8,8 +8,8 @@ from zipar.zipar_core.models import registry
 from zipar.zipar_core.models.lumina2 import Lumina2Adapter, guidance_schedule
 from zipar.zipar_core.models.movqgan import MoVQGANConfig, MoVQGANDecoder, config_from_state_dict
 from zipar.zipar_core.models.tiny import tiny_lumina2_adapter
+from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.sampler import generate
-from zipar.zipar_core.schedule import count_passes
 
 BOI, SEP, EOL, ENDOFTEXT = "<racm3:break>", "<reserved08706>", "<reserved08799>", "<|endoftext|>"
 
@@ -38,7 +38,7 @@ def raster_reference(adapter, cond, scale):
     whole sequence, lm_head, the rows 155000 + code, Lumina-mGPT 2.0's per-token scale, argmax."""
     H, W = cond.layout.rows, cond.layout.cols
     rows = [0, cond.batch_size] if cond.guidance else [0]
-    seqs = [cond.payload["ids"][r][cond.prefix_valid[r]].tolist() for r in rows]
+    seqs = [cond.payload.ids[r][cond.prefix_valid[r]].tolist() for r in rows]
     scales = guidance_schedule(scale, H, W)
     eol, codes, all_logits = vocab_id(adapter, EOL), [], []
     for i in range(H * W):
@@ -102,20 +102,20 @@ def test_the_sampler_s_table_of_scales():
 
 def test_prompt_as_the_original_builds_it(lumina2):
     cond = lumina2.prepare(prompt="a red cat", height=64, width=96, guidance_scale=4.0)
-    ids = cond.payload["ids"][0][cond.prefix_valid[0]].tolist()
+    ids = cond.payload.ids[0][cond.prefix_valid[0]].tolist()
     # BOS is the tokenizer's (Qwen's has none: its EOS), not config.json's bos_token_id (1)
     assert ids[0] == vocab_id(lumina2, ENDOFTEXT) != lumina2.model.config.bos_token_id
     header = [vocab_id(lumina2, BOI), vocab_id(lumina2, "<reserved08802>"), vocab_id(lumina2, "<reserved08803>")]
     assert ids[-4:] == [vocab_id(lumina2, SEP), *header]  # end of turn, image start, height 64/32, width 96/32
     text = "Generate an image of 96x64 according to the following prompt:\na red cat" + SEP
     assert ids[1:-3] == lumina2.tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert cond.payload["ids"][1][cond.prefix_valid[1]].tolist() == header  # unconditional: the image part alone
+    assert cond.payload.ids[1][cond.prefix_valid[1]].tolist() == header  # unconditional: the image part alone
     assert (cond.layout.rows, cond.layout.cols, cond.layout.eol) == (8, 12, True)
 
 
 def test_dual_panel_tasks_are_prompts(lumina2):
     cond = lumina2.prepare(prompt="<depth> a dog", negative_prompt="lowres", height=64, width=64, guidance_scale=4.0)
-    rows = [lumina2.tokenizer.decode(cond.payload["ids"][r][cond.prefix_valid[r]][1:-3]) for r in (0, 1)]
+    rows = [lumina2.tokenizer.decode(cond.payload.ids[r][cond.prefix_valid[r]][1:-3]) for r in (0, 1)]
     panel = ("Generate a dual-panel image of 64x64 where the <lower half> displays a <depth map>, while the <upper "
              "half> retains the original image for direct visual comparison:\n")
     assert rows == [panel + "a dog" + SEP, panel + "lowres" + SEP]  # the negative prompt in its prompt's task
@@ -187,7 +187,7 @@ def test_the_published_movqgan_architecture_is_read_from_its_tensors():
     with torch.device("meta"):
         published = MoVQGANDecoder(MoVQGANConfig())  # the 270M entry of MoVQGAN's MODELS table
     assert config_from_state_dict(published.state_dict()) == MoVQGANConfig()
-    assert sum(p.numel() for p in published.parameters()) > 100e6 and published.downsample == 8
+    assert sum(p.numel() for p in published.parameters()) > 100e6 and published.pixels_per_token == 8
     sd = {k: v for k, v in published.state_dict().items() if ".attn." not in k}
     assert config_from_state_dict(sd).attn_levels == []
 

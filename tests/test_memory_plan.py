@@ -13,7 +13,7 @@ from zipar.zipar_core.errors import SettingError
 from zipar.zipar_core.layout import TokenLayout
 from zipar.zipar_core.memory_plan import check, widest_pass
 from zipar.zipar_core.models.plan_builders import plan_model, planner, published_table, subject_of
-from zipar.zipar_core.schedule import JacobiSchedule
+from zipar.zipar_core.modes import get as get_mode
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -24,11 +24,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_the_jacobi_bound_holds_for_any_acceptance(rows, cols, window, draft, eol):
     layout = TokenLayout(rows, cols, prefix=2, eol=eol)
     for mode in ("sjd", "zipar_sjd"):
-        config = ZipARConfig(mode=mode, window=window, draft_length=draft)
-        bound = widest_pass(layout, config)
+        config = ZipARConfig(mode=mode, window=window, draft_length=draft, draft_visibility="chain")
+        bound = widest_pass(layout, config)  # the mode's own bound (rows visibility: test_jacobi_frontier.py)
         rng = random.Random(rows * 100 + cols + window)
         for accept in (lambda c: c.drafts, lambda c: 0, lambda c: rng.randint(0, c.drafts)):
-            sched = JacobiSchedule(layout, config)
+            sched = get_mode(mode).schedule(layout, config)
             sched.start_prefill()
             widest = layout.prefix
             while not sched.done():

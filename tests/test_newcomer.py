@@ -167,22 +167,23 @@ def test_sampler_widgets_have_one_rule_for_the_model_default():
 
 def test_sjd_stats_name_no_window():
     from zipar.nodes.sampler import stats_text
-    from zipar.zipar_core import ZipARConfig
+    from zipar.zipar_core.config import resolve
     from zipar.zipar_core.layout import TokenLayout
     from zipar.zipar_core.sampler import DecodeStats
 
     stats = DecodeStats(passes=40, tokens=256, chain_steps=40, drafts_proposed=300, drafts_accepted=216)
-    text = stats_text(ZipARConfig(mode="sjd", window=4), TokenLayout(16, 16, prefix=1), stats, 256)
+    layout = TokenLayout(16, 16, prefix=1)
+    text = stats_text(resolve(None, 16, {"mode": "sjd", "window": 4}, warn=False), layout, stats, 256)
     assert text.startswith("ZipAR sjd: 40 forward passes") and "window" not in text
-    assert "window 4" in stats_text(ZipARConfig(mode="zipar_sjd", window=4), TokenLayout(16, 16, prefix=1), stats, 256)
+    assert "window 4" in stats_text(resolve(None, 16, {"mode": "zipar_sjd", "window": 4}), layout, stats, 256)
 
 
 # -- 10. what a command ignores or will take long for, it says --------------------------------------------------------
 
 def test_a_setting_the_mode_ignores_is_one_warning_line(model_dir, tmp_path, capsys, monkeypatch):
-    from zipar.pipelines import settings
+    from zipar.zipar_core import config
 
-    monkeypatch.setattr(settings, "_WARNED", set())  # what earlier tests said already
+    monkeypatch.setattr(config, "_WARNED", set())  # what earlier tests said already
     assert main(["generate", "--model", str(model_dir), "--class-label", "1", "--mode", "ntp", "--window", "3",
                  "-o", str(tmp_path / "a.png"), "--device", "cpu"]) == 0
     said = [x for x in capsys.readouterr().err.splitlines() if "warning" in x]

@@ -16,10 +16,11 @@ from zipar.nodes import comfy_glue as glue
 from zipar.nodes.decode import ZipARVQDecode
 from zipar.nodes.loader import BUILTIN_DEMO, ModelLoadError, ZipARModelLoader, demo_facts
 from zipar.nodes.sampler import ZipARSampler, class_labels_from_prompt
-from zipar.zipar_core.config import MODES
 from zipar.zipar_core.models import registry
 from zipar.zipar_core.models.llamagen import LlamaGenAdapter
-from zipar.zipar_core.schedule import expected_passes, passes_known_up_front
+from zipar.zipar_core.modes import NAMES as MODES
+from zipar.zipar_core.modes import expected_passes
+from zipar.zipar_core.modes import get as get_mode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -404,7 +405,7 @@ def test_progress_total_of_every_mode(fake_comfy, mode):
     estimate = expected_passes(codes_layout(), config)
     assert ups[-1] == (passes, passes) and all(v <= t for v, t in ups)
     assert [v for v, _ in ups[:passes]] == list(range(1, passes + 1))
-    if passes_known_up_front(config):
+    if get_mode(config.mode).exact_passes:
         assert {t for _, t in ups} == {passes} and passes == estimate and len(ups) == passes
     else:
         totals = [t for _, t in ups[:passes]]
@@ -413,9 +414,10 @@ def test_progress_total_of_every_mode(fake_comfy, mode):
 
 
 def registry_config(mode):
-    from zipar.zipar_core import ZipARConfig
+    """The settings the node decoded with: the registry's defaults, with the mode and window the test gave."""
+    from zipar.zipar_core.config import resolve
 
-    return ZipARConfig(mode=mode, window=2)
+    return resolve(tiny_handle().load().defaults(), codes_layout().cols, {"mode": mode, "window": 2}, warn=False)
 
 
 def codes_layout():

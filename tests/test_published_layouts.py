@@ -402,7 +402,7 @@ def test_janus_1_3b_and_janus_pro_use_their_own_chat_roles(tmp_path):
 
     def prompt_ids(adapter):
         cond = adapter.prepare(prompt="a cat", guidance_scale=1.0)
-        return cond.payload["ids"][0].tolist()
+        return cond.payload.ids[0].tolist()
 
     assert prompt_ids(pro) == encode(tok, "<|User|>: a cat\n\n<|Assistant|>:", pro.bos_id) + [pro.boi_id]
     assert prompt_ids(old) == encode(tok, "User: a cat\n\nAssistant:", old.bos_id) + [old.boi_id]

@@ -34,6 +34,16 @@ def test_step_tables_match_the_code():
     assert block.group(1) == expected_block(), "run: python tests/test_readme.py to regenerate the tables"
 
 
+def test_the_python_api_example_on_the_demo_model_runs_as_printed(capsys):
+    """README's first Python example (the demo model through load_model, generate and the pipeline) runs, and prints
+    what its comment says."""
+    block = re.search(r"## Python API\n.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102  (the README's own code)
+    printed = capsys.readouterr().out.strip()
+    said = re.search(r"print\(result.codes.shape, result.stats.passes\)\s+# (.*)", block).group(1)
+    assert printed == said
+
+
 def test_the_step_tables_name_the_commands_that_make_them():
     """`zipar steps` alone does not print the README's tables: the README gives each table's flags."""
     text = " ".join(README.read_text().split())

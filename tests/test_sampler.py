@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import Recorder, ToyAR
 from zipar.zipar_core.config import ZipARConfig
-from zipar.zipar_core.protocol import EOL_TOKEN
+from zipar.zipar_core.layout import EOL
 from zipar.zipar_core.sampler import DecodingCancelled, generate
 from zipar.zipar_core.sampling import apply_guidance
 
@@ -26,7 +26,7 @@ def raster_reference(model, labels, rows, cols, eol, guidance_scale=1.0):
     """Plain raster decoding, greedy, one uncached full forward per token."""
     cond = model.prepare(labels, rows, cols, eol=eol, guidance=guidance_scale != 1.0)
     B = len(labels)
-    tokens = torch.zeros((cond.num_rows, 0), dtype=torch.long)
+    tokens = torch.zeros((cond.num_sequences, 0), dtype=torch.long)
     slots = torch.zeros_like(tokens)
     out = []
     for r in range(rows):
@@ -36,12 +36,12 @@ def raster_reference(model, labels, rows, cols, eol, guidance_scale=1.0):
                 logits = apply_guidance(logits, B, guidance_scale)
             x = logits.argmax(-1)
             out.append(x)
-            new = [(x.repeat(cond.num_rows // B), cond.layout.slot(r, c))]
+            new = [(x.repeat(cond.num_sequences // B), cond.layout.slot(r, c))]
             if eol and c == cols - 1 and r < rows - 1:
-                new.append((torch.full((cond.num_rows,), EOL_TOKEN), cond.layout.eol_slot(r)))
+                new.append((torch.full((cond.num_sequences,), EOL), cond.layout.eol_slot(r)))
             for tok, slot in new:
                 tokens = torch.cat([tokens, tok[:, None]], 1)
-                slots = torch.cat([slots, torch.full((cond.num_rows, 1), slot)], 1)
+                slots = torch.cat([slots, torch.full((cond.num_sequences, 1), slot)], 1)
     return torch.stack(out, 1).view(B, rows, cols)
 
 
@@ -74,7 +74,7 @@ def test_every_pass_equals_an_uncached_forward(model, eol, mode):
         for c in range(COLS):
             seq[layout.slot(r, c)] = result.codes[0, r, c].item()
         if eol and r < ROWS - 1:
-            seq[layout.eol_slot(r)] = EOL_TOKEN
+            seq[layout.eol_slot(r)] = EOL
     order = sorted(seq)
     reference = model.full_forward(cond, torch.tensor([[seq[s] for s in order]]), torch.tensor([order]))
     position = {s: i + 1 for i, s in enumerate(order)}
@@ -245,4 +245,4 @@ def test_callback_codes_replace_the_sampled_tokens_and_are_what_the_model_reads(
                       generator=[torch.Generator().manual_seed(i) for i in range(2)])
     assert (result.codes == 7).all()
     fed = torch.cat([tokens.flatten() for tokens, _, _ in rec.calls])
-    assert set(fed.tolist()) <= {7, EOL_TOKEN}
+    assert set(fed.tolist()) <= {7, EOL}

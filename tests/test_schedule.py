@@ -1,12 +1,29 @@
 """Pass counts of the schedule: paper eq. 1, the authors' first-row variant, non-square grids."""
 import pytest
 from zipar.zipar_core.config import ZipARConfig
-from zipar.zipar_core.layout import TokenLayout
-from zipar.zipar_core.schedule import DRAFT, FINAL, NONE, Schedule, count_passes, simulate_passes
+from zipar.zipar_core.layout import EOL, TokenLayout
+from zipar.zipar_core.modes import count_passes
+from zipar.zipar_core.schedule import DRAFT, FINAL, NONE, RowSchedule
+
+
+def Schedule(layout, config):
+    """The row schedule of a config (what modes.raster runs)."""
+    config = ZipARConfig(**{"mode": "fixed", "window": layout.cols, **config.chosen()})
+    return RowSchedule(layout, config.window_for(layout.cols), config.paper_first_row, config.mode == "adaptive")
+
+
+def simulate_passes(layout, config):
+    """The schedule run pass by pass, prefill included (what the sampler does)."""
+    s = Schedule(layout, config)
+    s.start_prefill()
+    passes = 1
+    while not s.done():
+        s.commit(s.plan())
+        passes += 1
+    return passes
 
 
 def passes(rows, cols, eol=False, **cfg):
-    """The schedule run pass by pass (what the sampler does)."""
     return simulate_passes(TokenLayout(rows, cols, prefix=1, eol=eol), ZipARConfig(**cfg))
 
 
@@ -15,7 +32,7 @@ def passes(rows, cols, eol=False, **cfg):
 def test_the_closed_form_counts_what_the_schedule_runs(eol, paper_first_row):
     for rows in (1, 2, 3, 7):
         for cols in (1, 2, 5, 8):
-            for cfg in [dict(mode="ntp")] + [dict(window=s) for s in range(1, cols + 1)]:
+            for cfg in [dict(mode="ntp")] + [dict(mode="fixed", window=s) for s in range(1, cols + 1)]:
                 layout, config = TokenLayout(rows, cols, prefix=2, eol=eol), ZipARConfig(**cfg, paper_first_row=paper_first_row)
                 assert count_passes(layout, config) == simulate_passes(layout, config), (rows, cols, eol, cfg)
 
@@ -24,8 +41,8 @@ def test_counting_a_huge_grid_runs_no_schedule(monkeypatch):
     """zipar steps --rows 1000 --cols 1000 ran for over ten minutes (issue 20): the count needs no schedule run."""
     from zipar.zipar_core import schedule
 
-    monkeypatch.setattr(schedule, "Schedule", None)  # any pass-by-pass run would fail
-    assert count_passes(TokenLayout(1000, 1000, prefix=1), ZipARConfig(window=8)) == 999 * 8 + 1000
+    monkeypatch.setattr(schedule, "RowSchedule", None)  # any pass-by-pass run would fail
+    assert count_passes(TokenLayout(1000, 1000, prefix=1), ZipARConfig(mode="fixed", window=8)) == 999 * 8 + 1000
     assert count_passes(TokenLayout(1000, 1000, prefix=1), ZipARConfig(mode="ntp")) == 10**6
 
 
@@ -69,7 +86,7 @@ def test_every_decoded_token_is_fed_once_at_its_slot():
     while not s.done():
         plan = s.plan()
         for f in plan.feeds:
-            if f.source != "eol" and layout.slot(*f.source) == f.slot:
+            if f.source != EOL and layout.slot(*f.source) == f.slot:
                 fed.append(f.slot)
             else:
                 placeholders.append(f.slot)

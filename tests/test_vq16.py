@@ -18,7 +18,7 @@ def test_full_size_matches_published_vq16():
         vq = VQModel()
     n = sum(p.numel() for p in vq.parameters())
     assert 71.5e6 < n < 72.5e6  # LlamaGen reports 72M for VQ-16
-    assert vq.downsample == 16
+    assert vq.pixels_per_token == 16
     keys = set(vq.state_dict())
     for k in ["encoder.conv_in.weight", "encoder.conv_blocks.0.downsample.conv.weight",
               "encoder.conv_blocks.2.res.0.nin_shortcut.weight", "encoder.conv_blocks.4.attn.1.proj_out.weight",
@@ -54,7 +54,7 @@ def test_codebook_lookup_l2_norm_and_post_quant_conv_match_reference():
 
 def test_decode_shapes_square_and_non_square():
     vq = tiny_vq()
-    f = vq.downsample
+    f = vq.pixels_per_token
     assert f == 2
     with torch.no_grad():
         for h, w in [(4, 4), (3, 5), (6, 2)]:

@@ -9,9 +9,9 @@ Names are imported on first use, so torch-free parts (``model_files``) can be im
 """
 from importlib import import_module
 
-_EXPORTS = {"MODES": "config", "ZipARConfig": "config", "TokenLayout": "layout", "DecodeStats": "sampler",
+_EXPORTS = {"MODES": "modes", "ZipARConfig": "config", "TokenLayout": "layout", "DecodeStats": "sampler",
             "DecodingCancelled": "sampler", "ZipARResult": "sampler", "generate": "sampler",
-            "count_passes": "schedule", "expected_passes": "schedule"}
+            "count_passes": "modes", "expected_passes": "modes"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -19,8 +19,8 @@ import torch
 
 from .cache import visibility_mask
 from .config import ZipARConfig, check_windows
-from .protocol import EOL_TOKEN
-from .sampler import generate
+from .layout import EOL
+from .sampler import generate, settings
 from .sampling import apply_guidance, probabilities, sample_from
 
 
@@ -48,7 +48,7 @@ class BenchRow:
 def plain_raster_loop(model, cond, config: ZipARConfig, generator=None) -> tuple[torch.Tensor, int]:
     """The baseline: prefill, then one token per pass in raster order (EOL tokens forced in their own pass,
     as a model's own generate does), a causal mask sliced from one preallocated buffer, no schedule."""
-    layout, B, N, dev = cond.layout, cond.batch_size, cond.num_rows, model.device
+    layout, B, N, dev = cond.layout, cond.batch_size, cond.num_sequences, model.device
     order = [layout.slot(r, c) for r in range(layout.rows) for c in range(layout.cols)]
     if layout.eol:
         order = sorted(order + [layout.eol_slot(r) for r in range(layout.rows - 1)])
@@ -61,7 +61,7 @@ def plain_raster_loop(model, cond, config: ZipARConfig, generator=None) -> tuple
     codes, passes, eol = [], 1, {layout.eol_slot(r) for r in range(layout.rows - 1)} if layout.eol else set()
     for i, slot in enumerate(order):
         if slot in eol:
-            token = torch.full((B,), EOL_TOKEN, dtype=torch.long, device=dev)
+            token = torch.full((B,), EOL, dtype=torch.long, device=dev)
         else:
             guided = apply_guidance(logits, B, config.guidance_scale) if cond.guidance else logits
             probs = probabilities(guided[:, -1], config.temperature, config.top_k, config.top_p)
@@ -83,6 +83,7 @@ def run_configs(model, cond, configs: dict[str, ZipARConfig], reps: int = 3, pla
     reverses the order every other repetition, so no configuration always runs right after another."""
     B = cond.batch_size
     cuda = model.device.type == "cuda"
+    configs = {name: settings(model, cond, cfg) for name, cfg in configs.items()}  # unset: the model's defaults
     runners = {}
     if plain:
         ntp = next(iter(configs.values()))

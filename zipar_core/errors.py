@@ -3,7 +3,7 @@
 A setting has one name everywhere (``window``, ``guidance_scale``, ``class_labels``, ...). A check raises
 :class:`SettingError` with a message template that refers to the setting as ``{name}``; the face the user
 is in renders it: the Python API and ComfyUI (its widgets carry the same names) as ``window``, the
-command line as ``--window``. The check itself is written once (docs/design.md, "one check, three faces").
+command line as ``--window``. The check itself is written once (docs/design.md, "Errors in the face's words").
 """
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ import socket
 import tempfile
 from collections.abc import Callable
 
-
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # the disk is full, or the user's quota is
 
 

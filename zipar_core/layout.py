@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EOL = -1  # the end-of-row token, as the sampler and the schedules speak of it (adapters map it to their vocabulary)
+
 
 @dataclass(frozen=True)
 class TokenLayout:

@@ -9,7 +9,8 @@ A plan has five terms, each in bytes:
   every quantization (``tests/test_quantization.py`` compares it with the bytes a loaded model holds).
 - **KV cache**: the slot cache the sampler allocates (``layout.num_slots + 1`` slots for every row of the batch,
   two rows an image with guidance), built by the families' own cache classes on the meta device: exact.
-- **activations of the widest pass**: the most queries any pass of the mode can have (:func:`widest_pass`) times
+- **activations of the widest pass**: the most queries any pass of the mode can have (:func:`widest_pass`, the
+  mode registry's bound) times
   the model's widths (hidden states, MLP, attention scores over every slot, logits; 4 bytes a value), the sampler's
   buffers, and the largest quantized layer dequantized in the compute dtype (bitsandbytes' CPU path and its
   multi-token CUDA path do that per call): an upper bound.
@@ -31,14 +32,13 @@ that would fit, in the face's words (a :class:`~.errors.SettingError`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .config import ZipARConfig
+from .config import ZipARConfig, resolve
 from .errors import SettingError
 from .layout import TokenLayout
 from .quantization import Quantization, kept, linear_bytes, parse
@@ -52,43 +52,11 @@ _KEEP = object()  # "the subject's own quantization"
 # -- the widest pass ---------------------------------------------------------------------------------
 
 def widest_pass(layout: TokenLayout, config: ZipARConfig) -> int:
-    """The most query tokens any pass of ``config.mode`` can feed on ``layout`` (the prefill included).
+    """The most query tokens any pass of ``config.mode`` can feed on ``layout``: the mode's own bound
+    (:meth:`~.modes.Mode.widest_pass`, each mode says it), or the prompt's prefill when that is wider."""
+    from .modes import get
 
-    Replaced by the mode registry when issue 24 lands. Until then, from what exists today:
-
-    - ntp, fixed: the schedule run pass by pass (every row in flight and the pass's writes);
-    - adaptive: the fixed schedule at its minimum window, plus the one verification query of a row start;
-    - sjd, zipar_sjd (an upper bound): rows in flight are consecutive, and a row's chain may make x[r, c] final
-      only once the row above has c + s final tokens, so each in-flight row lies at least s - 1 tokens behind the
-      one above: at most min(rows, (W - 1) // max(s - 1, 1) + 1) chains. A chain feeds at most its head and
-      ``draft_length`` drafts, plus one end-of-row element for every row end it crosses
-      (``draft_length // W + 1``, models with an end-of-row token); a pass also writes at most one real token over
-      a placeholder per chain. (``tests/test_memory_plan.py`` checks the bound against the Jacobi schedule under
-      random acceptance.)
-    """
-    return _widest(layout, tuple(sorted(config.to_dict().items())))
-
-
-@functools.lru_cache(maxsize=256)
-def _widest(layout: TokenLayout, key: tuple) -> int:
-    """:func:`widest_pass` of a configuration given as its sorted items (hashable: computed once per layout)."""
-    from .schedule import JACOBI_MODES, Schedule
-
-    config = ZipARConfig(**dict(key))
-    if config.mode in JACOBI_MODES:
-        s, W = config.window_for(layout.cols), layout.cols
-        chains = min(layout.rows, (W - 1) // max(s - 1, 1) + 1)
-        eols = config.draft_length // W + 1 if layout.eol else 0
-        return max(chains * (config.draft_length + 1 + eols + 1), layout.prefix)
-    fixed = dataclasses.replace(config, mode="fixed") if config.mode == "adaptive" else config
-    sched = Schedule(layout, fixed)
-    sched.start_prefill()
-    widest = 1
-    while not sched.done():
-        step = sched.plan()
-        widest = max(widest, len(step.feeds))
-        sched.commit(step)
-    return max(widest + (1 if config.mode == "adaptive" else 0), layout.prefix)
+    return max(get(config.mode).widest_pass(layout, config), layout.prefix)
 
 
 # -- what is planned ----------------------------------------------------------------------------------
@@ -294,19 +262,15 @@ def vq_decode_bytes(decode: Callable[[torch.Tensor], torch.Tensor] | None, image
 
 def resolve_config(subject: Subject, cols: int, **chosen) -> ZipARConfig:
     """The decoding settings a face would use: each value chosen, else the family's (variant's) default; a default
-    window clipped to the grid."""
-    values = dict(subject.defaults)
-    given = {k: v for k, v in chosen.items() if v is not None}
-    values.update(given)
-    if "window" not in given:
-        values["window"] = min(values["window"], cols)
-    return ZipARConfig(**values)
+    window clipped to the grid (:func:`~.config.resolve`, the one resolution)."""
+    return resolve(subject.defaults, cols, chosen, warn=False)
 
 
 def plan(subject: Subject, layout: TokenLayout, config: ZipARConfig, batch: int, device: str = "cuda", *,
          quantization=_KEEP, decode_images: int | None = None) -> MemoryPlan:
     """The plan of ``subject`` decoding ``batch`` images of ``layout`` with ``config`` on ``device``; quantization
     (default: the subject's own) may be another one, to plan what a setting would change."""
+    config = resolve(subject.defaults, layout.cols, config.chosen(), warn=False)  # unset: the family's defaults
     q = subject.quantization if quantization is _KEEP else parse(quantization)
     keep = subject.keep + (tuple(q.skip) if q is not None else ())
     compute = torch.empty(0, dtype=subject.dtype).element_size()

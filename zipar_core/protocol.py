@@ -5,7 +5,7 @@ ZipAR. An adapter validates and encodes a request into a :class:`Conditioning`, 
 runs the model over arbitrary (slot, token) sets under a visibility mask, and decodes VQ codes to pixels.
 
 Token convention across the boundary: the sampler speaks in VQ codes ``0 .. codebook_size-1`` and uses
-``EOL_TOKEN`` (-1) for the model's end-of-row token; adapters map codes to their own vocabulary ids and
+``EOL`` (-1, ``layout.EOL``) for the model's end-of-row token; adapters map codes to their own vocabulary ids and
 return logits over the codebook only (restricting sampling to image tokens, docs/design.md rule 6).
 
 :class:`AdapterBase` is the one validator of prompts, class labels, negative prompts and sizes
@@ -23,22 +23,30 @@ import torch
 from .errors import SettingError
 from .layout import TokenLayout
 
-EOL_TOKEN = -1
+
+@dataclass
+class PromptIds:
+    """The payload of the transformers families: their prompts' token ids, left-padded into one prefix."""
+
+    ids: torch.Tensor  # (sequences, prefix) long
+    pad: torch.Tensor  # (sequences,) long: each sequence's left padding (its positions start after it)
 
 
 @dataclass
 class Conditioning:
     """A batch of conditions, ready for prefill.
 
-    Model rows are ``[cond_0 .. cond_{B-1}]`` or, with guidance, ``[cond_0 .. cond_{B-1}, uncond_0 ..
-    uncond_{B-1}]``; every row of a sample shares its image tokens.
+    The model's batch holds ``[cond_0 .. cond_{B-1}]`` or, with guidance, ``[cond_0 .. cond_{B-1}, uncond_0 ..
+    uncond_{B-1}]`` sequences; every sequence of an image shares its image tokens.
     """
 
     layout: TokenLayout
     batch_size: int  # B, images
-    guidance: bool  # rows are [cond; uncond]
-    prefix_valid: torch.Tensor  # (rows, prefix) bool: False for left padding, never attended
-    payload: Any = None  # adapter-specific inputs (embeddings, ids, per-row position offsets)
+    guidance: bool  # sequences are [cond; uncond]
+    prefix_valid: torch.Tensor  # (sequences, prefix) bool: False for left padding, never attended
+    # what the family's prefill reads: PromptIds (Janus-Pro, Emu3-Gen, Lumina-mGPT, Lumina-mGPT 2.0), or the
+    # condition tokens' embeddings (sequences, prefix, dim) (LlamaGen); only its adapter looks inside
+    payload: PromptIds | torch.Tensor | Any = None
     extras: dict = field(default_factory=dict)  # height / width in pixels of the image it makes
     # the family's guidance scale per image token: guidance_scale -> (rows * cols,) tensor by raster index, for a
     # model whose own sampler changes the scale along the image (Lumina-mGPT 2.0); None: guidance_scale everywhere.
@@ -46,7 +54,8 @@ class Conditioning:
     guidance_schedule: Callable[[float], torch.Tensor] | None = None
 
     @property
-    def num_rows(self) -> int:
+    def num_sequences(self) -> int:
+        """Sequences in the model's batch: B, or 2B with guidance."""
         return self.batch_size * (2 if self.guidance else 1)
 
 
@@ -73,43 +82,80 @@ class Request:
 
 @runtime_checkable
 class ZipARModel(Protocol):
-    """What the sampler needs from a model family (plus the uniform front door pipelines and nodes use)."""
+    """What the sampler needs from a model family, and the uniform front door the pipeline, the command line and
+    the ComfyUI nodes use. :class:`AdapterBase` implements the checks; a family's adapter the rest."""
 
-    family: str  # a registry name: "llamagen" | "janus" | "emu3" | "lumina"
+    # -- what it is ------------------------------------------------------------------------------------------
+    family: str  # a registry name ("llamagen", "janus", "emu3", "lumina", "lumina2")
+    variant: str  # the registry variant whose defaults apply ("" = the family's: LlamaGen "t2i", "demo", ...)
     conditioning: str  # "class" (class labels) or "text" (prompts)
     num_classes: int | None  # class-conditional models only
+    takes_negative_prompt: bool  # whether the unconditional branch can take a prompt
+    decoder_setting: str | None  # the setting that supplies its VQ decoder when it has none ("vq_path", "vqgan")
     default_size: tuple[int, int]  # (height, width) in pixels the model was trained for
-    downsample: int  # pixels per token side (16 for VQ-16, 8 for Emu3)
+    pixels_per_token: int  # pixels per token side (16 for VQ-16, 8 for Emu3 and MoVQGAN)
     codebook_size: int  # logits and codes range over 0 .. codebook_size-1
     device: torch.device
     dtype: torch.dtype
 
-    def grid_for(self, height: int | None, width: int | None) -> tuple[int, int]:
-        """(rows, cols) of the token grid for an image size (None: the default); SettingError naming the
-        sizes the model supports when it cannot make that size."""
+    def defaults(self):
+        """The decoding defaults of its family and variant (``config.Defaults``, from the registry)."""
+
+    # -- requests ---------------------------------------------------------------------------------------------
+    def grid_for(self, height: int | None = None, width: int | None = None, **size_options) -> tuple[int, int]:
+        """(rows, cols) of the token grid for an image size (None: the default), or the family's size options
+        (LlamaGen ``rows``/``cols``, Emu3 ``ratio``/``image_area``); SettingError naming the sizes the model
+        supports when it cannot make that size."""
 
     def check(self, *, prompt=None, class_labels=None, negative_prompt=None, height=None, width=None,
               **size_options) -> Request:
         """Validate a request without model work (see :class:`AdapterBase`)."""
 
+    def encode(self, request: Request, guidance_scale: float = 1.0) -> Conditioning:
+        """Embed a checked request; [cond; uncond] sequences when guidance_scale != 1."""
+
     def prepare(self, *, guidance_scale: float = 1.0, **request) -> Conditioning:
         """``encode(check(**request), guidance_scale)``: the keyword front door (``prompt``,
         ``class_labels``, ``negative_prompt``, ``height``, ``width``, family size options)."""
 
+    def missing_text_encoder(self) -> str | None:
+        """Why prompts cannot be encoded (no tokenizer, no T5), or None."""
+
+    def missing_decoder(self) -> str | None:
+        """Why codes cannot be decoded to pixels, or None; mentions ``decoder_setting`` as ``{name}``."""
+
+    # -- the model work the sampler drives ---------------------------------------------------------------------
     def new_cache(self, cond: Conditioning, num_slots: int) -> Any:
-        """A slot cache (see ``zipar_core.cache.SlotKVCache``) for ``cond.num_rows`` rows."""
+        """A slot cache (``zipar_core.cache.SlotKVCache``) for ``cond.num_sequences`` sequences."""
 
     def prefill(self, cond: Conditioning, cache: Any, visible: torch.Tensor) -> torch.Tensor:
-        """Run the prefix (slots 0 .. prefix-1) under ``visible`` (rows, prefix, prefix) and return the
-        float32 logits (rows, codebook_size) of the last prefix slot, which predicts the first token."""
+        """Run the prefix (slots 0 .. prefix-1) under ``visible`` (sequences, prefix, prefix) and return the
+        float32 logits (sequences, codebook_size) of the last prefix slot, which predicts the first token."""
 
     def forward(self, cond: Conditioning, tokens: torch.Tensor, slots: torch.Tensor, visible: torch.Tensor,
                 cache: Any) -> torch.Tensor:
-        """tokens, slots: (rows, q) long (codes or EOL_TOKEN); visible: (rows, q, kv_len) bool.
-        Write each token's K/V at its slot and return float32 logits (rows, q, codebook_size)."""
+        """tokens, slots: (sequences, q) long (codes or EOL); visible: (sequences, q, kv_len) bool. Write each
+        token's K/V at its slot (``cache.at(slots, kv_len)``) and return float32 logits (sequences, q,
+        codebook_size)."""
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, H, W) long -> images (B, 3, H*f, W*f) float in [-1, 1]."""
+
+    # -- how faces build and keep it ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, options=None, **parts):
+        """Load a folder, file or hub id of the family (``options``: ``loading.LoadOptions``)."""
+
+    def components(self) -> tuple[dict, dict]:
+        """(modules, options) for a pipeline: its registered components and the options ``from_components``
+        needs besides them (e.g. Lumina-mGPT's ``target_size``)."""
+
+    @classmethod
+    def from_components(cls, **modules_and_options):
+        """The adapter around a pipeline's components (no weights are copied)."""
+
+    def save_pretrained(self, folder: str, **names) -> list[str]:
+        """Write the model in the layout every face loads without converting (``zipar convert``)."""
 
 
 def decode_known(model: ZipARModel, codes: torch.Tensor) -> torch.Tensor:
@@ -117,7 +163,7 @@ def decode_known(model: ZipARModel, codes: torch.Tensor) -> torch.Tensor:
     the undecoded tokens' pixels mid grey (0). For previews and for a run stopped before its end."""
     known = codes >= 0
     images = model.decode(codes.clamp(min=0)).float()
-    f = model.downsample
+    f = model.pixels_per_token
     mask = known[:, None].float().repeat_interleave(f, 2).repeat_interleave(f, 3)
     return images * mask[..., : images.shape[-2], : images.shape[-1]].to(images.device)
 
@@ -125,13 +171,15 @@ def decode_known(model: ZipARModel, codes: torch.Tensor) -> torch.Tensor:
 class AdapterBase:
     """The uniform front door every family shares: ``check`` validates, ``encode`` (the family's hook)
     builds the conditioning, ``prepare`` is both. Subclasses set ``family``, ``conditioning``,
-    ``num_classes`` and ``takes_negative_prompt`` (whether the unconditional branch can take a prompt), and
-    implement ``grid_for`` and ``encode``."""
+    ``num_classes``, ``takes_negative_prompt`` and ``decoder_setting``, and implement ``grid_for`` and
+    ``encode``."""
 
     family: str = ""
+    variant: str = ""
     conditioning: str = "text"
     num_classes: int | None = None
     takes_negative_prompt: bool = True
+    decoder_setting: str | None = None
 
     def check(self, *, prompt=None, class_labels=None, negative_prompt=None, height: int | None = None,
               width: int | None = None, **size_options) -> Request:
@@ -170,6 +218,13 @@ class AdapterBase:
 
     def grid_for(self, height: int | None = None, width: int | None = None, **size_options) -> tuple[int, int]:
         raise NotImplementedError
+
+    def _no_size_options(self, size_options: dict) -> None:
+        """A family whose size is its pixels only refuses other size options by name."""
+        if size_options:
+            name = sorted(size_options)[0]
+            raise SettingError(name, f"{self.family} takes its size as {{other:height}} and {{other:width}}; leave "
+                                     "{name} unset")
 
     def encode(self, request: Request, guidance_scale: float = 1.0) -> Conditioning:
         """Embed a checked request; guidance rows ([cond; uncond]) when guidance_scale != 1."""

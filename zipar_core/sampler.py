@@ -1,11 +1,11 @@
-"""The ZipAR decoding loop: the one place that knows the schedule, the cache slots and the mask.
+"""The decoding loop: one loop for every mode (docs/design.md, "The engine").
 
-``generate`` runs prefill, then one forward pass per step of the schedule (``schedule.py``), feeding
-every token at its own slot under a visibility mask that shows only slots holding decoded tokens
-(``cache.py``), and samples the predicted tokens (``sampling.py``). Fixed and ntp schedules do not depend
-on the sampled values, so all their index tensors are built before the loop and the loop never waits
-for the device; adaptive mode reads each pass's accept decisions back (one sync per verifying pass),
-because the next pass depends on them.
+``generate`` resolves the settings, runs the prefill (which predicts x[0, 0]), then asks the mode (``modes/``) for
+each pass: the pass's index tensors (which token is fed at which slot, what its output predicts), the uniforms each
+image draws, the forward over every query under the pass's visibility (``cache.Visibility``: only slots holding
+final tokens, and in a pass with drafts the queries' own chains), the distributions (``sampling.distribution``:
+guidance, temperature, top-k, top-p), and the mode's verdict, which writes the final tokens into the one code
+buffer (``buffer.CodeBuffer``). The sampler knows ZipAR only through the modes; the modes know no model.
 """
 from __future__ import annotations
 
@@ -15,24 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .cache import visibility_mask
-from .config import ZipARConfig
+from .buffer import CodeBuffer
+from .cache import Visibility
+from .config import Defaults, ZipARConfig, resolve
 from .errors import SettingError
-from .jacobi import JacobiVerifier, build_step, chain_visibility
-from .protocol import EOL_TOKEN, Conditioning, ZipARModel
-from .sampling import apply_guidance, guidance_scales, probabilities, sample_from, scale_at, speculative_step
-from .schedule import (
-    DRAFT,
-    EOL,
-    JACOBI_MODES,
-    NONE,
-    VERIFY,
-    JacobiSchedule,
-    Pass,
-    Schedule,
-    count_passes,
-    passes_known_up_front,
-)
+from .modes import get as get_mode
+from .protocol import Conditioning, ZipARModel
+from .sampling import Uniforms, distribution, guidance_scales, sample_from
 from .step_runner import StaticStep
 
 
@@ -90,22 +79,13 @@ class ZipARResult:
 StepCallback = Callable[[int, torch.Tensor, DecodeStats], "torch.Tensor | None"]
 
 
-@dataclass
-class _Step:
-    """Index tensors of one pass, per sample (B or 1 rows): what is fed where and what it predicts."""
-
-    slots: torch.Tensor  # (b, q) long; padding -> the scratch slot
-    source: torch.Tensor  # (b, q) long index into the flat code buffer (EOL and padding point at specials)
-    target: torch.Tensor  # (b, q) long index the sampled token is written to (unused -> trash entry)
-    kv_len: int
-    plans: list[Pass]
-
-
 @torch.no_grad()
-def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generator=None,
+def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig | None = None, generator=None,
              callback: StepCallback | None = None, cancel: Callable[[], bool] | None = None,
              profile: bool = False, cache=None, compile: bool = False, cuda_graphs: bool = False) -> ZipARResult:
-    """Decode ``cond.batch_size`` code grids with the ZipAR schedule of ``config``.
+    """Decode ``cond.batch_size`` code grids with the schedule of ``config`` (settings left unset: the model
+    family's defaults, as in every face; an unset guidance_scale follows the conditioning: 1 when it was prepared
+    without guidance).
 
     generator: None, one ``torch.Generator`` shared by the batch, or one per image (then each image gets
     exactly the tokens it would get alone). callback(step, codes, stats) runs after every pass; codes is the
@@ -113,150 +93,75 @@ def generate(model: ZipARModel, cond: Conditioning, config: ZipARConfig, generat
     the tokens that pass sampled (their final values, which the next pass feeds); changing any other token
     is refused, because the model has read it already (or, for an adaptive draft, still verifies it).
     cancel() -> True stops with :class:`DecodingCancelled` within one pass; the exception carries the partial
-    result. profile: synchronise around model calls to time them.
-    compile / cuda_graphs: run the decoding steps at static shapes (``step_runner.StaticStep``) through
-    ``torch.compile`` and, on CUDA, CUDA graphs captured per number of query tokens.
+    result. profile: synchronise around model calls to time them. compile / cuda_graphs: run the decoding steps
+    at static shapes (``step_runner.StaticStep``) through ``torch.compile`` and, on CUDA, CUDA graphs captured per
+    number of query tokens.
     """
     t0 = time.perf_counter()
-    layout, B, N = cond.layout, cond.batch_size, cond.num_rows
+    layout, B, dev = cond.layout, cond.batch_size, model.device
+    config = settings(model, cond, config)
+    mode_class = get_mode(config.mode)
+    buffer = CodeBuffer(layout, B, dev, drafts=mode_class.drafts)
+    uniforms = Uniforms(generator, B, config.temperature == 0, dev)  # checks the generators before any allocation
+    scales = guidance_scales(config, cond.guidance_schedule, layout.num_tokens, dev)
+    mode = mode_class(layout, config, buffer, model.codebook_size, dev)
+    cache = cache if cache is not None else model.new_cache(cond, layout.num_slots + 1)
+    seen = Visibility(cond.prefix_valid, layout.num_slots + 1, dev)
+    stats = DecodeStats(tokens=layout.num_tokens, batch_size=B, sample_passes=[1] * B,
+                        model_seconds=0.0 if profile or dev.type == "cpu" else None,
+                        expected_passes=mode_class.count_passes(layout, config) if mode_class.exact_passes else None)
+    if compile or cuda_graphs:
+        forward = StaticStep(model, cond, cache, layout.num_slots + 1, compile=compile, cuda_graphs=cuda_graphs)
+    else:
+        forward = lambda tokens, slots, visible: model.forward(cond, tokens, slots, visible, cache)  # noqa: E731
+    timer, repeat = _ModelTimer(stats, profile, dev), cond.num_sequences // B  # [cond; uncond] sequences per image
+    try:
+        with timer:  # prefill: the prompt, whose last slot predicts x[0, 0]
+            logits = model.prefill(cond, cache, seen.prefix())[:, None]
+        first = torch.zeros((1, 1), dtype=torch.long, device=dev)  # x[0, 0] is entry 0 of the code buffer
+        u = uniforms.draw([1] * B)
+        buffer.write(first, sample_from(distribution(logits, config, scales, first, B), None if u is None else u))
+        stats.passes = 1
+        _notify(callback, cancel, buffer, stats, lambda: first.expand(B, -1))
+        while not mode.done():
+            step = mode.plan()
+            u = uniforms.draw(step.draws)
+            mode.draft(step, u)
+            slots = step.slots.repeat(cond.num_sequences // step.slots.shape[0], 1)  # every sequence of an image
+            chain, need, cross = (None,) * 3 if step.chain is None else (
+                x if x is None else x.repeat(repeat, 1) for x in (step.chain, step.need, step.cross))
+            if cross is not None:
+                cross = (cross, step.cross_slot.repeat(repeat, 1), step.cross_need.repeat(repeat, 1))
+            visible = seen.before(slots, chain, need, step.kv_len, cross)
+            with timer:
+                logits = forward(buffer.tokens(step.source).repeat(repeat, 1), slots, visible)
+            accepted = mode.verify(distribution(logits, config, scales, step.query_target, B), step, u)
+            if chain is not None:
+                seen.after(slots, chain, need, accepted.repeat(repeat, 1), cross)
+            mode.commit(step, accepted, stats)
+            stats.passes += 1
+            _notify(callback, cancel, buffer, stats, lambda: mode.final_targets(step, accepted))
+    except DecodingCancelled as stop:
+        stats.stopped, stats.seconds = True, time.perf_counter() - t0
+        stop.result = ZipARResult(buffer.grid().clone(), stats)
+        raise
+    stats.seconds = time.perf_counter() - t0
+    return ZipARResult(buffer.grid().clone(), stats)
+
+
+def settings(model, cond: Conditioning, config: ZipARConfig | None) -> ZipARConfig:
+    """``config`` completed with the model family's defaults (:func:`config.resolve`); an unset guidance_scale
+    follows the conditioning (1 without unconditional rows), and a set one must agree with it."""
+    chosen = (config or ZipARConfig()).chosen()
+    if "guidance_scale" not in chosen and not cond.guidance:
+        chosen["guidance_scale"] = 1.0
+    defaults = model.defaults() if hasattr(model, "defaults") else Defaults()
+    config = resolve(defaults, cond.layout.cols, chosen, warn=False)
     if config.guidance != cond.guidance:
         raise SettingError("guidance_scale", "the conditioning was prepared with {name} "
                            f"{'!= 1' if cond.guidance else '1'} but the config has {config.guidance_scale}; "
                            "prepare it with the same {name}")
-    config.window_for(layout.cols)  # validate the window against the grid before any model work
-    dev, V, HW = model.device, model.codebook_size, layout.num_tokens
-    scratch = layout.num_slots  # a slot no query ever sees: padded queries write there
-    jacobi = config.mode in JACOBI_MODES
-    # [grid | EOL sentinel | trash], and in the Jacobi modes [... | the draft of every grid position]
-    codes = torch.full((B, 2 * HW + 2 if jacobi else HW + 2), -1, dtype=torch.long, device=dev)
-    codes[:, HW] = EOL_TOKEN
-    scales = guidance_scales(config, cond.guidance_schedule, HW, dev)  # per-token guidance scale (issue 23)
-    sampler = _TokenSampler(config, B, V, generator, codes, scales)  # checks the generators before any allocation
-    filled = torch.zeros((N, scratch + 1), dtype=torch.bool, device=dev)
-    filled[:, : layout.prefix] = cond.prefix_valid.to(dev)
-    cache = cache if cache is not None else model.new_cache(cond, scratch + 1)
-    stats = DecodeStats(tokens=HW, batch_size=B, model_seconds=0.0 if profile or dev.type == "cpu" else None)
-    if passes_known_up_front(config):
-        stats.expected_passes = count_passes(layout, config)
-    timer = _ModelTimer(stats, profile, dev)
-    if compile or cuda_graphs:
-        static = StaticStep(model, cond, cache, scratch + 1, compile=compile, cuda_graphs=cuda_graphs)
-        step_forward = lambda tokens, slots, visible: static(tokens, slots, visible)  # noqa: E731
-    else:
-        step_forward = lambda tokens, slots, visible: model.forward(cond, tokens, slots, visible, cache)  # noqa: E731
-    sched = [Schedule(layout, config) for _ in range(B)] if config.mode == "adaptive" else []
-    if jacobi:
-        sched = [JacobiSchedule(layout, config) for _ in range(B)]
-
-    try:
-        _decode(model, cond, config, codes, sampler, filled, cache, stats, timer, step_forward, sched, callback,
-                cancel, scratch)
-    except DecodingCancelled as stop:
-        stats.stopped, stats.seconds = True, time.perf_counter() - t0
-        stop.result = ZipARResult(codes[:, :HW].view(B, layout.rows, layout.cols).clone(), stats)
-        raise
-    stats.seconds = time.perf_counter() - t0
-    return ZipARResult(codes[:, :HW].view(B, layout.rows, layout.cols).clone(), stats)
-
-
-def _decode(model, cond, config, codes, sampler, filled, cache, stats, timer, step_forward, sched, callback, cancel,
-            scratch) -> None:
-    """Prefill, then every pass of the schedule."""
-    layout, B, N, dev, HW = cond.layout, cond.batch_size, cond.num_rows, codes.device, cond.layout.num_tokens
-    jacobi = config.mode in JACOBI_MODES
-    prefix_slots = torch.arange(layout.prefix, device=dev).expand(N, -1)
-    with timer:
-        logits = model.prefill(cond, cache, visibility_mask(filled, prefix_slots, layout.prefix))
-    first = torch.zeros((B, 1), dtype=torch.long, device=dev)  # x[0, 0] is code index 0
-    sampler.choose(logits[:, None], first, [1] * B)
-    stats.passes, stats.sample_passes = 1, [1] * B
-    _notify(callback, cancel, 0, codes, layout, stats, lambda: first)
-
-    if jacobi:
-        verifier = JacobiVerifier(config, B, model.codebook_size, sampler.gens, codes, sampler.scales)
-        _decode_jacobi(sched, verifier, step_forward, cond, filled, timer,
-                       stats, lambda f: _notify(callback, cancel, stats.passes - 1, codes, layout, stats, f), scratch)
-    for step in ([] if jacobi else _steps(sched, layout, config, scratch, dev)):
-        plans = step.plans * (B // len(step.plans))  # fixed/ntp: one plan shared by every image
-        slots = step.slots.repeat(N // step.slots.shape[0], 1)  # (rows, q): images x guidance branches
-        filled.scatter_(1, slots, True)
-        visible = visibility_mask(filled, slots, step.kv_len)
-        tokens = codes.gather(1, step.source.expand(B, -1)).repeat(N // B, 1)
-        with timer:
-            logits = step_forward(tokens, slots, visible)
-        drafts = {b: (i, f.use) for b, p in enumerate(plans) for i, f in enumerate(p.feeds)
-                  if f.use in (DRAFT, VERIFY)} if sched else None
-        accepted = sampler.choose(logits, step.target.expand(B, -1), [len(p.feeds) for p in plans], drafts)
-        for b, s in enumerate(sched):
-            s.commit(plans[b], accepted.get(b, False))
-        _count(stats, plans, accepted)
-        _notify(callback, cancel, stats.passes - 1, codes, layout, stats,
-                lambda: _final_targets(step.target, B, drafts, HW + 1))
-
-
-class _TokenSampler:
-    """Turns a pass's logits into tokens: guidance, filters, per-sample seeded draws, adaptive verify."""
-
-    def __init__(self, config: ZipARConfig, batch: int, vocab: int, generator, codes: torch.Tensor, scales=None):
-        self.cfg, self.B, self.V, self.codes, self.device = config, batch, vocab, codes, codes.device
-        self.scales = scales  # sampling.guidance_scales: the guidance scale of each target
-        self.gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * batch
-        if len(self.gens) != batch:
-            raise ValueError(f"got {len(self.gens)} generators for a batch of {batch} images; "
-                             "pass one per image or a single one")
-        adaptive = config.mode == "adaptive"
-        self.p_draft = torch.zeros((batch, vocab), device=self.device) if adaptive else None  # p_k of the pending draft
-        self.draft = torch.zeros(batch, dtype=torch.long, device=self.device) if adaptive else None
-
-    def choose(self, logits, target, counts, drafts: dict[int, tuple[int, str]] | None = None):
-        """logits (rows, q, V) of one pass; target (B, q) flat code index each query's token goes to;
-        counts: real feeds per sample; drafts: sample -> (query, DRAFT|VERIFY) for adaptive row starts.
-        Writes the sampled tokens into the code buffer; returns {sample: accepted} for VERIFY feeds."""
-        cfg, B = self.cfg, self.B
-        if cfg.guidance:
-            logits = apply_guidance(logits, B, scale_at(self.scales, target, logits.dtype))
-        probs = probabilities(logits, cfg.temperature, cfg.top_k, cfg.top_p)  # (B, q, V)
-        drafts = drafts or {}
-        uniform, accept, resample = self._draw(probs.shape[1], counts, drafts)
-        self.codes.scatter_(1, target, sample_from(probs, uniform))
-        return self._verify(probs, target, drafts, accept, resample) if drafts else {}
-
-    def _draw(self, q: int, counts: list[int], drafts):
-        """Per sample, in a fixed order: one U[0, 1) per real feed, then, if it verifies a draft, the accept
-        draw r and the residual's draw. The draws depend only on the sample's own schedule, so an image gets
-        the same tokens alone and in a batch (given its own generator)."""
-        if self.cfg.temperature == 0:
-            return None, torch.full((self.B,), 0.5, device=self.device), None  # greedy: p is one-hot
-        f64 = dict(dtype=torch.float64, device=self.device)  # float32 draws sit on a 6e-8 grid
-        uniform, accept, resample = torch.zeros((self.B, q), **f64), torch.zeros(self.B, **f64), torch.zeros(self.B, **f64)
-        for b, g in enumerate(self.gens):
-            uniform[b, : counts[b]].uniform_(generator=g)
-            if drafts.get(b, (0, None))[1] == VERIFY:
-                accept[b : b + 1].uniform_(generator=g)
-                resample[b : b + 1].uniform_(generator=g)
-        return uniform, accept, resample
-
-    def _verify(self, probs, target, drafts, accept, resample) -> dict[int, bool]:
-        """Adaptive row starts (paper eq. 2-3): a DRAFT keeps its sample as x[r, 0] ~ p_k; a VERIFY checks
-        the pending draft against p_{k+1} and accepts or resamples from the residual."""
-        b_idx = _device_tensor(list(drafts), self.device)
-        q_idx = _device_tensor([q for q, _ in drafts.values()], self.device)
-        verifying = [use == VERIFY for _, use in drafts.values()]
-        p_new, tgt = probs[b_idx, q_idx], target[b_idx, q_idx]  # (n, V), (n,)
-        token = self.codes[b_idx, tgt]  # a DRAFT's freshly sampled token
-        accepted: dict[int, bool] = {}
-        if any(verifying):
-            v = _device_tensor(verifying, self.device, torch.bool)
-            checked, ok = speculative_step(self.draft[b_idx], self.p_draft[b_idx], p_new, accept[b_idx],
-                                           None if resample is None else resample[b_idx])
-            token = torch.where(v, checked, token)
-            self.codes[b_idx, tgt] = token
-            for b, flag, is_verify in zip(drafts, ok.tolist(), verifying):  # the sync adaptive mode needs
-                if is_verify:
-                    accepted[b] = flag
-        self.draft[b_idx] = token
-        self.p_draft[b_idx] = p_new
-        return accepted
+    return config
 
 
 class _ModelTimer:
@@ -276,144 +181,17 @@ class _ModelTimer:
             self.stats.model_seconds += time.perf_counter() - self.t
 
 
-def _build_step(plans: list[Pass], layout, scratch: int, device) -> _Step:
-    """Per-sample plans -> padded index tensors (padding feeds x[0,0] at the scratch slot)."""
-    W, HW = layout.cols, layout.num_tokens
-    q = max(len(p.feeds) for p in plans)
-    slots = [[scratch] * q for _ in plans]
-    source = [[0] * q for _ in plans]
-    target = [[HW + 1] * q for _ in plans]
-    for b, p in enumerate(plans):
-        for i, f in enumerate(p.feeds):
-            slots[b][i] = f.slot
-            source[b][i] = HW if f.source == EOL else f.source[0] * W + f.source[1]
-            if f.target is not None and f.use != NONE:
-                target[b][i] = f.target[0] * W + f.target[1]
-    kv_len = max(p.max_slot for p in plans if p.feeds) + 1
-    return _Step(*(_device_tensor(x, device) for x in (slots, source, target)), kv_len, plans)
-
-
-def _device_tensor(data, device, dtype=torch.long) -> torch.Tensor:
-    """Python data -> a tensor on ``device``. On CUDA the copy goes from pinned memory without blocking,
-    so the host does not wait for the passes still queued on the GPU (PyTorch's pinned-memory cache keeps
-    the staging buffer alive until the copy has run)."""
-    t = torch.tensor(data, dtype=dtype)
-    if torch.device(device).type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def _steps(sched: list[Schedule], layout, config: ZipARConfig, scratch: int, device):
-    """The passes after prefill: built ahead for ntp/fixed, one at a time from each image's schedule
-    (advanced by the caller after the pass) in adaptive mode."""
-    if not sched:
-        schedule = Schedule(layout, config)
-        schedule.start_prefill()
-        yield from _precomputed_steps(schedule, layout, scratch, device)
-        return
-    for s in sched:
-        s.start_prefill()
-    while not all(s.done() for s in sched):
-        yield _build_step([s.plan() for s in sched], layout, scratch, device)
-
-
-def _precomputed_steps(schedule: Schedule, layout, scratch: int, device):
-    """All steps of a value-independent (ntp/fixed) schedule, built before decoding starts."""
-    steps = []
-    while not schedule.done():
-        plan = schedule.plan()
-        steps.append(_build_step([plan], layout, scratch, "cpu"))
-        schedule.commit(plan)
-    # one host->device copy for the whole schedule; per-pass slices are views
-    for field_name in ("slots", "source", "target"):
-        flat = torch.cat([getattr(s, field_name).flatten() for s in steps]).to(device)
-        offset = 0
-        for s in steps:
-            n = getattr(s, field_name).numel()
-            setattr(s, field_name, flat[offset: offset + n].view(1, -1))
-            offset += n
-    return steps
-
-
-def _count(stats: DecodeStats, plans: list[Pass], accepted: dict[int, bool]) -> None:
-    stats.passes += 1
-    for b, plan in enumerate(plans):
-        stats.sample_passes[b] += bool(plan.feeds)
-        if any(f.use == VERIFY for f in plan.feeds):
-            stats.drafts_proposed += 1
-            stats.drafts_accepted += int(accepted.get(b, False))
-
-
-def _decode_jacobi(sched, verifier, step_forward, cond, filled, timer, stats, notify, scratch: int) -> None:
-    """The passes of the Jacobi modes (``jacobi.py``): plan every image's chains, draw the drafts, run them
-    in one forward, verify, keep the K/V of what was accepted; one read-back per pass."""
-    layout, codes, B = cond.layout, verifier.codes, cond.batch_size
-    rep, dev = cond.num_rows // B, codes.device
-    chain_slot = torch.full_like(filled, -1, dtype=torch.long)  # (rows, slots): chain of this pass's drafts
-    for s in sched:
-        s.start_prefill()
-    while not all(s.done() for s in sched):
-        shared: dict[tuple, object] = {}  # samples in the same state share one plan (large batches)
-        plans = [shared[k] if (k := s.state()) in shared else shared.setdefault(k, s.plan()) for s in sched]
-        assert any(p.chains or p.writes for p in plans), "the Jacobi schedule made no progress"
-        step = build_step(plans, layout, scratch, lambda x: _device_tensor(x, dev))
-        slots, chain, need = (t.repeat(rep, 1) for t in (step.slots, step.chain, step.need))
-        u = verifier.uniforms(step)
-        verifier.draw_drafts(step, u)
-        filled.scatter_(1, torch.where(need == 0, slots, scratch), True)  # heads and writes are final tokens
-        in_chain = chain >= 0
-        chain_slot.scatter_(1, torch.where(in_chain, slots, scratch), chain)
-        visible = chain_visibility(filled, chain_slot, slots, chain, step.kv_len)
-        tokens = codes.gather(1, step.source).repeat(rep, 1)
-        with timer:
-            logits = step_forward(tokens, slots, visible)
-        a = verifier.verify(verifier.probabilities(logits, step), step, u)
-        kept = in_chain & (a.repeat(rep, 1).gather(1, chain.clamp_min(0)) >= need)  # accepted drafts' K/V
-        filled.scatter_(1, torch.where(kept, slots, scratch), True)
-        chain_slot.scatter_(1, torch.where(in_chain, slots, scratch), -1)
-        accepted = a.tolist()  # the one read-back: it steers the next plan
-        for b, (s, plan) in enumerate(zip(sched, plans)):
-            counts = accepted[b][: len(plan.chains)]
-            s.commit(plan, counts)
-            stats.sample_passes[b] += bool(plan.chains or plan.writes)
-            stats.drafts_proposed += sum(c.drafts for c in plan.chains)
-            stats.drafts_accepted += sum(counts)
-            stats.chain_steps += len(plan.chains)
-        stats.passes += 1
-        notify(lambda: _jacobi_final_targets(plans, accepted, layout, dev))
-
-
-def _jacobi_final_targets(plans, accepted, layout, device) -> torch.Tensor:
-    """(B, C) code index of each chain's newest final token (the one the next pass feeds first)."""
-    W, trash = layout.cols, layout.num_tokens + 1
-    rows = [[ch.targets[a][0] * W + ch.targets[a][1] for ch, a in zip(p.chains, acc)] for p, acc in zip(plans, accepted)]
-    width = max(max(len(r) for r in rows), 1)
-    return _device_tensor([r + [trash] * (width - len(r)) for r in rows], device)
-
-
-def _final_targets(target: torch.Tensor, batch: int, drafts: dict | None, trash: int) -> torch.Tensor:
-    """(B, q) flat code indices whose token this pass made final (adaptive drafts and verifications, which
-    the sampler still holds elsewhere, point at the trash entry instead)."""
-    target = target.expand(batch, -1)
-    if not drafts:
-        return target
-    target = target.clone()
-    for b, (q, _) in drafts.items():
-        target[b, q] = trash
-    return target
-
-
-def _notify(callback, cancel, step: int, codes: torch.Tensor, layout, stats: DecodeStats, final) -> None:
-    """Cancel point, then the step callback; ``final()``: the pass's final targets, asked for only when the
-    callback returns codes."""
+def _notify(callback, cancel, buffer: CodeBuffer, stats: DecodeStats, final) -> None:
+    """Cancel point, then the step callback (step = passes so far - 1); ``final()``: the pass's final targets, asked
+    for only when the callback returns codes."""
     if cancel is not None and cancel():
         raise DecodingCancelled(f"decoding cancelled after {stats.passes} forward passes")
     if callback is None:
         return
-    live = codes[:, : layout.num_tokens].view(-1, layout.rows, layout.cols)
-    returned = callback(step, live, stats)
+    live = buffer.grid()
+    returned = callback(stats.passes - 1, live, stats)
     if returned is not None and returned.data_ptr() != live.data_ptr():
-        _replace_codes(live, returned, final(), codes.shape[1])
+        _replace_codes(live, returned, final(), buffer.codes.shape[1])
 
 
 def _replace_codes(live: torch.Tensor, new: torch.Tensor, final: torch.Tensor, width: int) -> None:

@@ -125,3 +125,35 @@ def one_hot(index: torch.Tensor, size: int) -> torch.Tensor:
     to check their range (a host sync)."""
     out = torch.zeros((*index.shape, size), device=index.device)
     return out.scatter_(-1, index[..., None], 1.0)
+
+
+def distribution(logits: torch.Tensor, config, scales, target: torch.Tensor, batch: int) -> torch.Tensor:
+    """A pass's logits (sequences, q, V) -> the distributions sampled from (batch, q, V): guidance at each query's
+    scale (``scales`` from :func:`guidance_scales`, looked up by the code-buffer entry ``target`` it predicts), then
+    temperature, top-k and top-p. The one place a pass's distributions are made."""
+    if config.guidance:
+        logits = apply_guidance(logits, batch, scale_at(scales, target, logits.dtype))
+    return probabilities(logits, config.temperature, config.top_k, config.top_p)
+
+
+class Uniforms:
+    """Each image's U[0, 1) draws, from its own generator, in its own order: image b's k-th draw is the same alone
+    and in a batch. ``generator``: None, one shared by the batch (then drawn image after image), or one per
+    image. Greedy decoding (temperature 0) draws nothing. Float64: float32 draws sit on a 6e-8 grid."""
+
+    def __init__(self, generator, batch: int, greedy: bool, device):
+        self.gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * batch
+        if len(self.gens) != batch:
+            raise ValueError(f"got {len(self.gens)} generators for a batch of {batch} images; pass one per image or a "
+                             "single one")
+        self.greedy, self.device = greedy, device
+
+    def draw(self, counts: list[int]) -> torch.Tensor | None:
+        """(batch, max(counts)) float64: row b holds image b's next counts[b] draws (0.5 after them); None when
+        greedy."""
+        if self.greedy:
+            return None
+        u = torch.full((len(self.gens), max(counts, default=0)), 0.5, dtype=torch.float64, device=self.device)
+        for b, (g, n) in enumerate(zip(self.gens, counts)):
+            u[b, :n].uniform_(generator=g)
+        return u

@@ -2,9 +2,10 @@
 
 An eager step attends to the first ``kv_len`` slots, a length that changes every pass. Here every step
 reads the whole cache (unwritten slots stay masked, so the result is the same) and the only shape that
-varies is the number of query tokens, i.e. the number of rows in flight plus a pending overwrite. That
-gives ``torch.compile`` one dynamic dimension, and CUDA graphs one captured graph per query count
-(at most rows + 1 graphs), replayed after copying the step's inputs into static buffers.
+varies is the number of query tokens of the pass (the rows in flight and the overwrites of placeholders; in
+the Jacobi modes, every chain's head, drafts and end-of-row tokens). That gives ``torch.compile`` one dynamic
+dimension, and CUDA graphs one captured graph per query count (at most the mode's ``widest_pass``, a bound
+known up front), replayed after copying the step's inputs into static buffers.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class StaticStep:
         self.cuda_graphs = cuda_graphs and graphs_available(model.device)
         self.graphs: dict[int, tuple] = {}  # q -> (replay, tokens, slots, visible, logits)
         # One memory pool for all graphs: safe because every output is cloned right after its replay, so
-        # a later replay of another graph may reuse the memory; the pool costs one graph, not rows + 1.
+        # a later replay of another graph may reuse the memory; the pool costs one graph, not one per query count.
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
 
     def __call__(self, tokens: torch.Tensor, slots: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ class VQGANConfig:
                    **{k: (list(dd[k]) if isinstance(dd[k], (list, tuple)) else dd[k]) for k in keys if k in dd})
 
     @property
-    def downsample(self) -> int:
+    def pixels_per_token(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
 
 
@@ -156,8 +156,8 @@ class ChameleonVQGANDecoder(nn.Module):
         self.decoder = Decoder(cfg)
 
     @property
-    def downsample(self) -> int:
-        return self.config.downsample
+    def pixels_per_token(self) -> int:
+        return self.config.pixels_per_token
 
     @torch.no_grad()
     def forward(self, codes: torch.Tensor) -> torch.Tensor:

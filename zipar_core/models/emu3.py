@@ -20,7 +20,7 @@ import torch
 from ..errors import SettingError
 from ..loading import LoadOptions
 from ..protocol import Request
-from .hf_common import VocabularyImageAdapter, encode, load_hf, load_tokenizer, model_attention
+from .hf_common import VocabularyImageAdapter, attach_image_ids, encode, load_hf, load_tokenizer, model_attention
 
 DEFAULT_AREA = 720 * 720  # Emu3Processor's image_area default (518400): a 90 x 90 grid at 1:1
 SPECIAL = {"boi": "<|image start|>", "wrapper": "<|image token|>"}
@@ -47,12 +47,12 @@ class Emu3Adapter(VocabularyImageAdapter):
         self.backbone = model.model.text_model
         self.text_config = model.config.text_config
         self.vq = model.model.vqmodel
-        self.factor = self.vq.spatial_scale_factor  # 8 px per token
+        self.pixels_per_token = self.vq.spatial_scale_factor  # 8 px per token
         vm = model.vocabulary_mapping
         self.codebook_size = len(vm.img2bpe)
         if sorted(vm.img2bpe) != list(range(self.codebook_size)):
             raise ValueError("Emu3 vocabulary map: visual tokens must cover codes 0..N-1")
-        self.img2bpe = vm.img2bpe_mapping_tensor.long()  # (codebook,) code -> vocabulary id
+        self.img2bpe = attach_image_ids(model, vm.img2bpe_mapping_tensor)  # (codebook,) code -> vocabulary id
         self.eol_id = vm.eol_token_id
         vocab = model.config.vocabulary_map
         self.boi = getattr(tokenizer, "boi_token", None) or SPECIAL["boi"]
@@ -106,12 +106,12 @@ class Emu3Adapter(VocabularyImageAdapter):
                 raise SettingError("height" if height is None else "width",
                                    "give both {other:height} and {other:width} (or ratio and image_area)")
             for name, side in (("height", height), ("width", width)):
-                if side % self.factor or side <= 0:
+                if side % self.pixels_per_token or side <= 0:
                     raise SettingError(name, f"Emu3 cannot make {width}x{height}: both sides must be positive "
-                                             f"multiples of {self.factor} px (one visual token each); change {{name}}")
-            return height // self.factor, width // self.factor
+                                             f"multiples of {self.pixels_per_token} px (one visual token each); change {{name}}")
+            return height // self.pixels_per_token, width // self.pixels_per_token
         try:
-            rows, cols = calculate_generate_size(ratio or "1:1", image_area or DEFAULT_AREA, self.factor)
+            rows, cols = calculate_generate_size(ratio or "1:1", image_area or DEFAULT_AREA, self.pixels_per_token)
         except (ValueError, ZeroDivisionError):
             raise SettingError("ratio", f"{{name}} must read 'w:h' with positive whole numbers, got {ratio!r}") from None
         if rows < 1 or cols < 1:

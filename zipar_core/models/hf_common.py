@@ -21,9 +21,10 @@ import torch
 from ..cache import additive_mask
 from ..checkpoints import CheckpointError
 from ..errors import SettingError
-from ..layout import TokenLayout
+from ..layout import EOL, TokenLayout
 from ..loading import HubOptions, LoadOptions
-from ..protocol import EOL_TOKEN, AdapterBase, Conditioning, Request
+from ..protocol import AdapterBase, Conditioning, PromptIds, Request
+from .registry import Registered
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 
@@ -75,10 +76,10 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = No
 
 def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | None, pad_id: int,
                        rows: int, cols: int, eol: bool, max_positions: int | None, extras: dict | None = None,
-                       device: torch.device | str = "cpu", **payload) -> Conditioning:
+                       device: torch.device | str = "cpu") -> Conditioning:
     """Left-pad [cond; uncond] prompts to one prefix and wrap them in a Conditioning.
 
-    payload carries ``ids`` (rows, prefix) and ``pad`` (rows,) plus whatever the family adds, on ``device``
+    the payload is :class:`PromptIds` (ids (sequences, prefix), pad (sequences,)), on ``device``
     (moved once here, not on every pass). max_positions: the model's context; a prompt whose image would
     run past it is refused here.
     """
@@ -94,7 +95,7 @@ def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | 
                 f"{need} positions, more than the model's context of {max_positions}; shorten the prompt "
                 "or choose a smaller image")
     return Conditioning(layout, len(cond_ids), uncond_ids is not None, valid.to(device),
-                        payload=dict(ids=ids.to(device), pad=pad.to(device), **payload), extras=dict(extras or {}))
+                        payload=PromptIds(ids.to(device), pad.to(device)), extras=dict(extras or {}))
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -235,29 +236,28 @@ def encode(tokenizer, text: str, bos_id: int | None) -> list[int]:
 
 # -- the shared adapter body -----------------------------------------------------------------------
 
-class HFAdapter(AdapterBase):
-    """The ZipAR protocol over a transformers decoder. A family supplies ``backbone`` (the decoder that
-    takes ``inputs_embeds``), ``text_config``, ``factor`` (pixels per token side), ``eol`` (whether rows
-    end with an end-of-row token) and its hooks: ``grid_for`` (pixel size -> token grid), ``token_rows``
-    (a checked request -> prompt ids), how image tokens are embedded and how hidden states become logits
-    over the VQ codebook."""
+class HFAdapter(Registered, AdapterBase):
+    """The ZipAR protocol over a transformers decoder. A family supplies the attributes below and its hooks:
+    ``grid_for`` (pixel size -> token grid), ``token_rows`` (a checked request -> prompt ids), how image tokens are
+    embedded (``_embed_codes``) and how hidden states become logits over the VQ codebook (``_logits``)."""
 
     conditioning = "text"
-    codebook_size: int
-    backbone: torch.nn.Module
-    text_config: object
-    factor: int  # pixels per token side
-    eol: bool = False
+    model: torch.nn.Module  # the transformers model (a pipeline's ``transformer`` component)
+    backbone: torch.nn.Module  # its decoder, which takes ``inputs_embeds``
+    text_config: object  # the decoder's config (layers, heads, context)
     tokenizer = None
-
-    @property
-    def downsample(self) -> int:
-        return self.factor
+    codebook_size: int  # VQ codes: logits and codes range over 0 .. codebook_size-1
+    pixels_per_token: int  # pixels per token side
+    eol: bool = False  # an end-of-row token after every row
+    eol_id: int | None = None  # its vocabulary id (families whose image tokens live in the text vocabulary)
+    img2bpe: torch.Tensor | None = None  # (codebook,) code -> vocabulary id, idem (kept on the model: attach_image_ids)
+    bos_id: int | None = None
+    pad_id: int | None = None  # left padding of batched prompts (never attended)
 
     @property
     def default_size(self) -> tuple[int, int]:
         rows, cols = self.grid_for(None, None)
-        return rows * self.factor, cols * self.factor
+        return rows * self.pixels_per_token, cols * self.pixels_per_token
 
     @property
     def device(self) -> torch.device:
@@ -298,7 +298,7 @@ class HFAdapter(AdapterBase):
         left-padded into one prefix for a rows x cols grid."""
         return build_conditioning(cond_ids, uncond_ids, self.pad_id, rows, cols, eol=self.eol,
                                   max_positions=self.text_config.max_position_embeddings,
-                                  extras={"height": rows * self.factor, "width": cols * self.factor},
+                                  extras={"height": rows * self.pixels_per_token, "width": cols * self.pixels_per_token},
                                   device=self.device)
 
     def token_rows(self, request: Request, guided: bool) -> tuple[list[list[int]], list[list[int]] | None]:
@@ -306,15 +306,14 @@ class HFAdapter(AdapterBase):
         raise NotImplementedError
 
     def _image_ids(self, device: torch.device) -> torch.Tensor:
-        """The model's own image-token mapping ``img2bpe`` (code -> vocabulary id), on ``device``."""
-        if self.img2bpe.device != device:
-            self.img2bpe = self.img2bpe.to(device)
-        return self.img2bpe
+        """The model's own image-token mapping (code -> vocabulary id), a buffer of the model (see
+        :func:`attach_image_ids`): it moves with the model, so it is on the model's device without a copy."""
+        return self.model.zipar_image_ids
 
     def _vocabulary_ids(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Codes (and EOL_TOKEN) -> vocabulary ids, for families whose image tokens live in the text
-        vocabulary (Emu3, Chameleon/Lumina)."""
-        return torch.where(tokens == EOL_TOKEN, self.eol_id, self._image_ids(tokens.device)[tokens.clamp_min(0)])
+        """Codes (and EOL) -> vocabulary ids, for families whose image tokens live in the text vocabulary (Emu3,
+        Chameleon/Lumina)."""
+        return torch.where(tokens == EOL, self.eol_id, self._image_ids(tokens.device)[tokens.clamp_min(0)])
 
     # -- model hooks ---------------------------------------------------------------------------------
     def _embed_prompt(self, ids: torch.Tensor) -> torch.Tensor:  # (rows, P) -> (rows, P, hidden)
@@ -330,22 +329,21 @@ class HFAdapter(AdapterBase):
     def new_cache(self, cond: Conditioning, num_slots: int):
         from .hf_cache import HFSlotCache
 
-        return HFSlotCache.for_config(self.text_config, cond.num_rows, num_slots, self.dtype, self.device)
+        return HFSlotCache.for_config(self.text_config, cond.num_sequences, num_slots, self.dtype, self.device)
 
     def _run(self, embeds, slots, visible, cond: Conditioning, cache) -> torch.Tensor:
-        """One decoder pass writing K/V at ``slots``; returns the final hidden states (rows, q, hidden)."""
+        """One decoder pass writing K/V at ``slots``; returns the final hidden states (sequences, q, hidden)."""
         impl = self.attn_implementation
-        pad = cond.payload["pad"].to(slots.device)  # a no-op when prepared on the model's device
-        cache.set_slots(slots, visible.shape[-1])
-        mask = attention_mask_4d(visible, impl, self.dtype)  # (rows, 1, q, kv_len): used as given
+        pad = cond.payload.pad.to(slots.device)  # a no-op when prepared on the model's device
+        mask = attention_mask_4d(visible, impl, self.dtype)  # (sequences, 1, q, kv_len): used as given
         out = self.backbone(inputs_embeds=embeds.to(self.dtype), attention_mask=mask,
                             position_ids=positions_for(slots, pad), use_cache=True,
-                            **{cache_argument(self.backbone): cache})
+                            **{cache_argument(self.backbone): cache.at(slots, visible.shape[-1])})
         return out.last_hidden_state
 
     @torch.no_grad()
     def prefill(self, cond: Conditioning, cache, visible: torch.Tensor) -> torch.Tensor:
-        ids = cond.payload["ids"].to(self.device)  # (rows, prefix)
+        ids = cond.payload.ids.to(self.device)  # (rows, prefix)
         slots = torch.arange(ids.shape[1], device=self.device).expand(ids.shape[0], -1)
         hidden = self._run(self._embed_prompt(ids), slots, visible.to(self.device), cond, cache)
         return self._logits(hidden[:, -1:])[:, 0]  # (rows, codebook)
@@ -354,6 +352,13 @@ class HFAdapter(AdapterBase):
     def forward(self, cond: Conditioning, tokens, slots, visible, cache) -> torch.Tensor:
         hidden = self._run(self._embed_codes(tokens), slots, visible, cond, cache)
         return self._logits(hidden)  # (rows, q, codebook)
+
+
+def attach_image_ids(model: torch.nn.Module, img2bpe: torch.Tensor) -> torch.Tensor:
+    """Keep a family's code -> vocabulary-id table as a buffer of the model (not saved with it), so it moves with
+    the model (``.to``, offload hooks) and a pass never copies it to the device."""
+    model.register_buffer("zipar_image_ids", img2bpe.long().to(next(model.parameters()).device), persistent=False)
+    return model.zipar_image_ids
 
 
 def cache_argument(module: torch.nn.Module) -> str:

@@ -60,7 +60,7 @@ class JanusAdapter(HFAdapter):
         self.vq = inner.vqmodel
         self.codebook_size = self.vq.config.num_embeddings
         self.rows, self.cols = self.vq.quantize.quant_state_dims  # the VQ decoder's fixed grid (24 x 24)
-        self.factor = 2 ** (len(self.vq.config.channel_multiplier) - 1)  # 16 px per token
+        self.pixels_per_token = 2 ** (len(self.vq.config.channel_multiplier) - 1)  # 16 px per token
         gen = model.generation_config
         tok = tokenizer
         self.bos_id = _first(gen.bos_token_id, getattr(tok, "bos_token_id", None), self.text_config.bos_token_id)
@@ -120,8 +120,9 @@ class JanusAdapter(HFAdapter):
             return cond, [self.prompt_ids(n) for n in request.negative_prompts]
         return cond, [self.unconditional_ids(ids) for ids in cond]
 
-    def grid_for(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
-        size = (self.rows * self.factor, self.cols * self.factor)
+    def grid_for(self, height: int | None = None, width: int | None = None, **size_options) -> tuple[int, int]:
+        self._no_size_options(size_options)
+        size = (self.rows * self.pixels_per_token, self.cols * self.pixels_per_token)
         if (height or size[0], width or size[1]) != size:
             raise SettingError("height" if (height or size[0]) != size[0] else "width",
                                f"Janus-Pro makes {size[1]}x{size[0]} images only (its VQ decoder has a fixed "

@@ -27,7 +27,7 @@ import torch
 from ..errors import SettingError
 from ..loading import LoadOptions
 from ..protocol import Request
-from .hf_common import VocabularyImageAdapter, encode, load_hf, load_tokenizer, model_attention
+from .hf_common import VocabularyImageAdapter, attach_image_ids, encode, load_hf, load_tokenizer, model_attention
 
 PROMPT_TEMPLATE = "Generate an image of {width}x{height} according to the following prompt:\n{prompt}"
 PATCH = 32  # pixels per size-token unit: the size tokens count 32 px (2 x 2 visual tokens)
@@ -65,6 +65,7 @@ def guess_target_size(path_or_id: str) -> int | None:
 
 class LuminaAdapter(VocabularyImageAdapter):
     family = "lumina"
+    decoder_setting = "vqgan"
     title = "Lumina-mGPT"  # in messages
     sized_title = "Lumina-mGPT-{size}"  # a checkpoint of one training size, in messages
     eol = True
@@ -82,7 +83,7 @@ class LuminaAdapter(VocabularyImageAdapter):
         self.codebook_size = len(vm.img2bpe)
         if self.codebook_size == 0 or sorted(vm.img2bpe) != list(range(self.codebook_size)):
             raise ValueError("Chameleon config has no usable vocabulary_map of IMGIMG image tokens")
-        self.img2bpe = vm.img2bpe_mapping_tensor.long()  # (codebook,) code -> vocabulary id
+        self.img2bpe = attach_image_ids(model, vm.img2bpe_mapping_tensor)  # (codebook,) code -> vocabulary id
         # Every special id as the original code reads it: from the tokenizer (Lumina's converter never sets
         # config.bos_token_id, whose default 1 is <pad> in its vocabulary), else config.vocabulary_map.
         vocab = {**(model.config.vocabulary_map or {}), **(tokenizer.get_vocab() if tokenizer is not None else {})}
@@ -91,7 +92,7 @@ class LuminaAdapter(VocabularyImageAdapter):
         self.eol_id = self.ids["eol"]
         self.bos_id = _special(tokenizer, "bos_token_id", model.config.bos_token_id)
         self.pad_id = _special(tokenizer, "pad_token_id", model.config.pad_token_id, self.bos_id)
-        self.factor = 16  # VQGAN: 16 px per token (2 per 32-px size unit)
+        self.pixels_per_token = 16  # VQGAN: 16 px per token (2 per 32-px size unit)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, options: LoadOptions | None = None, *, tokenizer=None, vqgan=None,
@@ -151,9 +152,10 @@ class LuminaAdapter(VocabularyImageAdapter):
         return cls(transformer, tokenizer, vqvae, target_size=target_size)
 
     # -- conditioning --------------------------------------------------------------------------------
-    def grid_for(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
+    def grid_for(self, height: int | None = None, width: int | None = None, **size_options) -> tuple[int, int]:
         """(rows, cols) for a pixel size; None takes the checkpoint's training size (768 when unknown).
         Refuses sizes the checkpoint cannot make."""
+        self._no_size_options(size_options)
         height, width = height or self.target_size or 768, width or self.target_size or 768
         for name, side in (("height", height), ("width", width)):
             if side <= 0 or side % PATCH:
@@ -167,7 +169,7 @@ class LuminaAdapter(VocabularyImageAdapter):
                                         f"{self.target_size}^2 and aspect ratio <= 4, e.g. "
                                         f"{', '.join(f'{w}x{h}' for w, h in near)}; change {{other:width}} and "
                                         "{other:height}")
-        return height // self.factor, width // self.factor
+        return height // self.pixels_per_token, width // self.pixels_per_token
 
     def image_header(self, rows: int, cols: int) -> list[int]:
         return [self.ids["boi"], self.size_base + rows // 2, self.size_base + cols // 2]
@@ -178,7 +180,7 @@ class LuminaAdapter(VocabularyImageAdapter):
 
     def token_rows(self, request: Request, guided: bool):
         rows, cols = request.rows, request.cols
-        height, width = rows * self.factor, cols * self.factor
+        height, width = rows * self.pixels_per_token, cols * self.pixels_per_token
         header = self.image_header(rows, cols)
         cond = [self.prompt_ids(p, height, width) + header for p in request.prompts]
         if not guided:

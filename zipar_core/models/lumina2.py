@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from ..errors import SettingError
 from ..loading import LoadOptions
 from ..protocol import Conditioning, Request
-from .hf_common import HFAdapter, encode, model_attention
+from .hf_common import HFAdapter, attach_image_ids, encode, model_attention
 from .lumina import PATCH, PROMPT_TEMPLATE, LuminaAdapter
 from .lumina2_original import IMAGE_TOKEN_BASE, PUBLISHED
 
@@ -113,12 +113,12 @@ class Lumina2Adapter(LuminaAdapter):
             raise ValueError(f"{self.title} needs its tokenizer (tokenizer.json, {PUBLISHED}): its special token ids "
                              "are read from it")
         self.model, self.tokenizer, self.vqgan, self.target_size = model.eval(), tokenizer, vqgan, target_size
-        self.backbone, self.text_config, self.factor = model.model, model.config, PIXELS_PER_TOKEN
+        self.backbone, self.text_config, self.pixels_per_token = model.model, model.config, PIXELS_PER_TOKEN
         self.codebook_size = codebook_size or (vqgan.config.n_embed if vqgan is not None else CODEBOOK)
         if IMAGE_TOKEN_BASE + self.codebook_size > model.config.vocab_size:
             raise ValueError(f"a vocabulary of {model.config.vocab_size} ids has no room for {self.codebook_size} "
                              f"image tokens from id {IMAGE_TOKEN_BASE}: this is not a {self.title} model")
-        self.img2bpe = torch.arange(self.codebook_size) + IMAGE_TOKEN_BASE  # code -> id (get_image_token)
+        self.img2bpe = attach_image_ids(model, torch.arange(self.codebook_size) + IMAGE_TOKEN_BASE)  # get_image_token
         self.vocab = tokenizer.get_vocab()
         absent = [name for name in (*SPECIALS.values(), size_token(1)) if name not in self.vocab]
         if absent:
@@ -173,10 +173,10 @@ class Lumina2Adapter(LuminaAdapter):
         """``<racm3:break>`` and the size tokens of height, then width, in 32-px units (4 tokens each)."""
         header = [self.ids["boi"]]
         for name, tokens in (("height", rows), ("width", cols)):
-            token = size_token(tokens * self.factor // PATCH)
+            token = size_token(tokens * self.pixels_per_token // PATCH)
             if token not in self.vocab:
                 raise SettingError(name, f"{self.title}'s tokenizer has no size token {token} for a {name} of "
-                                         f"{tokens * self.factor} px; change {{name}}")
+                                         f"{tokens * self.pixels_per_token} px; change {{name}}")
             header.append(self.vocab[token])
         return header
 
@@ -188,7 +188,7 @@ class Lumina2Adapter(LuminaAdapter):
         """Conditional rows: prompt + image header; unconditional: the header alone (the original's), or the
         negative prompt in the same instruction (the same task) as its prompt."""
         rows, cols = request.rows, request.cols
-        height, width = rows * self.factor, cols * self.factor
+        height, width = rows * self.pixels_per_token, cols * self.pixels_per_token
         header = self.image_header(rows, cols)
         tasks = [split_task(p) for p in request.prompts]
         cond = [self.prompt_ids(text, height, width, task) + header for task, text in tasks]

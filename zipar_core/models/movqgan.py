@@ -50,7 +50,7 @@ class MoVQGANConfig:
     out_ch: int = 3
 
     @property
-    def downsample(self) -> int:
+    def pixels_per_token(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
 
 
@@ -166,8 +166,8 @@ class MoVQGANDecoder(nn.Module):
         self.decoder = Decoder(cfg)
 
     @property
-    def downsample(self) -> int:
-        return self.config.downsample
+    def pixels_per_token(self) -> int:
+        return self.config.pixels_per_token
 
     @torch.no_grad()
     def forward(self, codes: torch.Tensor) -> torch.Tensor:

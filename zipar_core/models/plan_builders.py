@@ -103,7 +103,7 @@ def subject_of_adapter(adapter, name: str | None = None) -> Subject:
         parts["text_encoder"] = _meta_t5(_read_json(os.path.join(t5.path, "config.json")), adapter.dtype)
     return _subject(name or getattr(adapter, "family", "model"), adapter.family, transformer, parts, adapter.dtype,
                     quantization_of(transformer), adapter.codebook_size, getattr(adapter, "variant", "") or "",
-                    adapter.default_size, getattr(adapter, "prefix", 1), adapter.downsample)
+                    adapter.default_size, getattr(adapter, "prefix", 1), adapter.pixels_per_token)
 
 
 def plan_adapter(adapter, request, config: ZipARConfig, batch: int, device, *, quantization=_KEEP,
@@ -338,7 +338,7 @@ def _pipeline_folder(folder: str, dtype, quantization) -> Subject:
     if os.path.isdir(os.path.join(folder, "text_encoder")):
         parts["text_encoder"] = _meta_t5(_read_json(os.path.join(folder, "text_encoder", "config.json")), dtype)
     return _subject(name, "llamagen", gpt, parts, dtype, quantization, gpt.config.vocab_size, adapter.variant,
-                    adapter.default_size, gpt.config.cls_token_num, adapter.downsample)
+                    adapter.default_size, gpt.config.cls_token_num, adapter.pixels_per_token)
 
 
 def _folder_size(family: str, path: str, transformer: nn.Module) -> tuple[int, int]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import import_module
 
+from ..config import Defaults
 from ..model_files import PART_MODEL_TYPES
 
 _MODELS = __name__.rsplit(".", 1)[0]  # zipar.zipar_core.models (whatever the top package is called)
@@ -52,23 +53,6 @@ LLAMAGEN_PRESETS: dict[str, tuple[int, int, int]] = {
     "GPT-7B": (32, 32, 4096),
 }
 RANDOM_PRESETS = ("tiny", *LLAMAGEN_PRESETS)
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """Decoding settings of a family when the user gives none (ZipARConfig field names)."""
-
-    mode: str = "fixed"
-    window: int = 16  # paper eq. 1; never wider than the grid (clipped to it)
-    guidance_scale: float = 1.0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    draft_length: int = 8  # sjd / zipar_sjd: draft tokens per chain
-    draft_init: str = "spatial"  # sjd / zipar_sjd: new drafts start from the token above ("random": as SJD)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -279,25 +263,17 @@ def defaults_for(adapter) -> Defaults:
     return get(adapter.family).defaults_for(getattr(adapter, "variant", None))
 
 
-def resolve(adapter, cols: int | None = None, **chosen) -> dict:
-    """Settings for a call: each value chosen (not None) wins, else the adapter's default; a default
-    window is clipped to the grid width ``cols`` (an explicit one is checked by ZipARConfig instead)."""
-    values = defaults_for(adapter).as_dict()
-    given = {k: v for k, v in chosen.items() if v is not None}
-    values.update(given)
-    if "window" not in given and cols is not None:
-        values["window"] = min(values["window"], cols)
-    return values
+class Registered:
+    """What every family's adapter has from its registry entry: ``defaults()``, the decoding settings a call that
+    leaves them unset gets (``zipar_core.config.resolve``, in every face and in ``generate``)."""
+
+    def defaults(self) -> Defaults:
+        return defaults_for(self)
 
 
 def build_tiny(name: str, **options):
     """A tiny random adapter of a family, in milliseconds, offline (tests and benchmarks)."""
     return _attr(get(name).tiny)(**options)
-
-
-def with_defaults(name: str, variant: str | None = None, **changes) -> Defaults:
-    """A family's defaults with some values replaced (e.g. the window a benchmark uses)."""
-    return replace(get(name).defaults_for(variant), **changes)
 
 
 def defaults_table() -> str:

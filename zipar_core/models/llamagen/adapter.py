@@ -16,6 +16,7 @@ from ...errors import SettingError
 from ...layout import TokenLayout
 from ...loading import LoadOptions
 from ...protocol import AdapterBase, Conditioning, Request
+from ..registry import Registered
 from .gpt import KEEP_UNQUANTIZED, LlamaGenTransformer
 from .loading import find_llamagen_files, find_vq_beside, load_llamagen_gpt, load_llamagen_vq
 from .vq import VQModel
@@ -23,8 +24,9 @@ from .vq import VQModel
 _WARNED: set[tuple[int, int, int]] = set()  # grids already warned about (a side beyond the trained one)
 
 
-class LlamaGenAdapter(AdapterBase):
+class LlamaGenAdapter(Registered, AdapterBase):
     family = "llamagen"
+    decoder_setting = "vq_path"
     keep_unquantized = KEEP_UNQUANTIZED  # the image head and the condition embedder (gpt.py)
 
     def __init__(self, gpt: LlamaGenTransformer, vq: VQModel | None = None, t5=None):
@@ -40,8 +42,8 @@ class LlamaGenAdapter(AdapterBase):
         self.default_grid = (side, side) if side else None
         self.conditioning = "class" if cfg.model_type == "c2i" else "text"
         self.num_classes = cfg.num_classes if cfg.model_type == "c2i" else None
-        self.downsample = vq.downsample if vq is not None else 16  # VQ-16: 16 px per token side
-        self.default_size = (side * self.downsample, side * self.downsample) if side else None
+        self.pixels_per_token = vq.pixels_per_token if vq is not None else 16  # VQ-16: 16 px per token side
+        self.default_size = (side * self.pixels_per_token, side * self.pixels_per_token) if side else None
 
     @property
     def variant(self) -> str:
@@ -91,7 +93,7 @@ class LlamaGenAdapter(AdapterBase):
         cfg = self.config
         from ...quantization import saved_metadata
 
-        meta = {"n_head": str(cfg.n_head), "pixels_per_token": str(self.downsample), **saved_metadata(self.gpt)}
+        meta = {"n_head": str(cfg.n_head), "pixels_per_token": str(self.pixels_per_token), **saved_metadata(self.gpt)}
         if self.default_size:
             meta["image_size"] = str(self.default_size[0])
         if cfg.variant:
@@ -130,7 +132,7 @@ class LlamaGenAdapter(AdapterBase):
                  cols: int | None = None) -> tuple[int, int]:
         """(rows, cols) for an image size in pixels (multiples of the token size), or a grid in tokens
         (``rows``/``cols``); None: the trained size."""
-        f = self.downsample
+        f = self.pixels_per_token
         for name, v in (("height", height), ("width", width)):
             if v is not None and (v <= 0 or v % f):
                 raise SettingError(name, f"{{name}} {v} is not a positive multiple of {f} px (one LlamaGen token is "
@@ -211,7 +213,7 @@ class LlamaGenAdapter(AdapterBase):
 
     def _conditioning(self, emb, valid, b: int, rows: int, cols: int, guidance_scale: float) -> Conditioning:
         layout = TokenLayout(rows, cols, prefix=self.prefix, eol=False)
-        f = self.downsample
+        f = self.pixels_per_token
         return Conditioning(layout=layout, batch_size=b, guidance=guidance_scale != 1.0, prefix_valid=valid,
                             payload=emb.to(self.dtype),
                             extras={"guidance_scale": guidance_scale, "height": rows * f, "width": cols * f})
@@ -242,7 +244,7 @@ class LlamaGenAdapter(AdapterBase):
     # -- decoding -----------------------------------------------------------------------------------
     def new_cache(self, cond: Conditioning, num_slots: int) -> SlotKVCache:
         cfg = self.config
-        return SlotKVCache(cfg.n_layer, cond.num_rows, cfg.kv_heads, num_slots, cfg.head_dim, self.dtype, self.device)
+        return SlotKVCache(cfg.n_layer, cond.num_sequences, cfg.kv_heads, num_slots, cfg.head_dim, self.dtype, self.device)
 
     def _positions(self, cond: Conditioning, slots: torch.Tensor):
         """slots (N, q) -> row, col (N, q) long and is_cond (N, q) bool."""
@@ -254,9 +256,7 @@ class LlamaGenAdapter(AdapterBase):
 
     def _run(self, cond, h, slots, visible, cache) -> torch.Tensor:
         row, col, is_cond = self._positions(cond, slots)
-        cache.set_slots(slots, kv_len=visible.shape[-1])
-        hidden = self.gpt.forward_embeddings(h, row, col, is_cond, visible, cache)
-        return hidden
+        return self.gpt.forward_embeddings(h, row, col, is_cond, visible, cache.at(slots, visible.shape[-1]))
 
     @torch.no_grad()
     def prefill(self, cond: Conditioning, cache: SlotKVCache, visible: torch.Tensor) -> torch.Tensor:

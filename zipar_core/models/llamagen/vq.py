@@ -29,7 +29,7 @@ class VQConfig:
     dropout: float = 0.0
 
     @property
-    def downsample(self) -> int:
+    def pixels_per_token(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
 
 
@@ -227,8 +227,8 @@ class VQModel(nn.Module):
         self.post_quant_conv = nn.Conv2d(cfg.codebook_embed_dim, cfg.z_channels, 1)
 
     @property
-    def downsample(self) -> int:
-        return self.config.downsample
+    def pixels_per_token(self) -> int:
+        return self.config.pixels_per_token
 
     def encode_latents(self, images: torch.Tensor):
         """images (B, 3, H, W) in [-1, 1] -> quantizer output (z_q, codes, losses)."""
