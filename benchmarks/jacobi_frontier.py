@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from zipar import ZipARConfig, generate, load_model
 from zipar.zipar_core.config import DRAFT_COUPLINGS, DRAFT_VISIBILITIES
+from zipar.zipar_core.modes import get as get_mode
 
 GUIDANCE = 2.0
 
@@ -40,7 +41,9 @@ def grid_rows(lengths=(8, 16), windows=(2, 3, 4, 8)) -> list[dict]:
 
 
 def base_of(row: dict) -> dict:
-    return dict(mode="ntp") if row["mode"] == "sjd" else dict(mode="fixed", window=row["window"])
+    """The schedule a Jacobi row keeps exactly (the mode registry's ``keeps``), at the row's window if it has one."""
+    keeps = get_mode(row["mode"]).keeps
+    return dict(mode=keeps, **({"window": row["window"]} if "window" in get_mode(keeps).uses else {}))
 
 
 def name(row: dict) -> str:
@@ -89,7 +92,7 @@ def timing(model, rows: list[dict], reps: int, batch: int) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=200, help="images per row for the pass counts")
+    p.add_argument("--images", type=int, default=200, help="images per row for the pass counts (0: timing only)")
     p.add_argument("--batch", type=int, default=100, help="images per generate() call for the pass counts")
     p.add_argument("--lengths", type=int, nargs="+", default=[8, 16])
     p.add_argument("--windows", type=int, nargs="+", default=[2, 3, 4, 8])
@@ -105,18 +108,18 @@ def main(argv=None) -> dict:
     rows = grid_rows(tuple(args.lengths), tuple(args.windows))
     bases = [dict(mode="ntp")] + [dict(mode="fixed", window=s) for s in args.windows]
     passes = {}
-    for row in bases + rows:
+    for row in (bases + rows) if args.images else []:
         t0 = time.perf_counter()
         passes[name(row)] = per_image_passes(model, row, args.images, args.batch)
         print(f"{name(row)}: {statistics.mean(passes[name(row)]):.1f} passes/image "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    ntp = passes["ntp"]
     table = []
-    for row in rows:
+    for row in rows if args.images else []:
+        ntp = passes["ntp"]
         mine, base = passes[name(row)], passes[name(base_of(row))]
         table.append({"row": name(row), "config": row, "passes": statistics.mean(mine), "base": name(base_of(row)),
                       "base_passes": statistics.mean(base), "vs_base": paired(mine, base), "vs_ntp": paired(mine, ntp)})
-    timed = {}
+    timed, timed_bases = {}, {}
     if args.timing_reps:
         for B in args.timing_batches:
             chosen = [r for r in rows if r.get("draft_coupling") == args.timing_coupling and r["draft_length"] == 8]
@@ -125,12 +128,14 @@ def main(argv=None) -> dict:
                 if base_of(r) not in chosen:
                     chosen.append(base_of(r))
             timed[B] = timing(model, chosen, args.timing_reps, B)
+            timed_bases = {name(r): name(base_of(r)) for r in chosen if get_mode(r["mode"]).keeps}
             print(f"batch {B}: " + ", ".join(f"{k} {v:.3f}s" for k, v in timed[B].items()), flush=True)
     out = {"meta": {"images": args.images, "guidance_scale": GUIDANCE, "temperature": 1.0, "threads": args.threads,
                     "torch": torch.__version__, "python": platform.python_version(), "timing_reps": args.timing_reps,
                     "command": "python benchmarks/jacobi_frontier.py " + " ".join(argv or sys.argv[1:])},
            "passes": {k: statistics.mean(v) for k, v in passes.items()}, "rows": table,
-           "seconds_per_image": {str(B): v for B, v in timed.items()}}
+           "seconds_per_image": {str(B): v for B, v in timed.items()},
+           "timed_base": timed_bases}
     text = format_table(out)
     print(text)
     if args.json:
@@ -144,6 +149,8 @@ def format_table(out: dict) -> str:
     lines = [f"Passes per image, {out['meta']['images']} images per row (demo model, guidance 2, temperature 1); "
              "ratios: mean of per-image ratios [95% bootstrap interval]", "",
              "| row | passes | base | base passes | vs base | vs NTP |", "|---|---:|---|---:|---:|---:|"]
+    if not out["rows"]:
+        lines = []
     for r in out["rows"]:
         vb, vn = r["vs_base"], r["vs_ntp"]
         lines.append(f"| {r['row']} | {r['passes']:.1f} | {r['base']} | {r['base_passes']:.0f} | "
@@ -154,11 +161,10 @@ def format_table(out: dict) -> str:
                       f"{out['meta']['threads']} threads)", "", "| row | s/image | base | ratio to base |",
                   "|---|---:|---|---:|"]
         for k, v in secs.items():
-            row = next((r for r in out["rows"] if r["row"] == k), None)
-            if row is None:
+            base = out["timed_base"].get(k)
+            if base is None:
                 continue
-            lines.append(f"| {k} | {v:.3f} | {row['base']} {secs.get(row['base'], float('nan')):.3f} | "
-                         f"{v / secs[row['base']]:.2f} |" if row["base"] in secs else f"| {k} | {v:.3f} | | |")
+            lines.append(f"| {k} | {v:.3f} | {base} {secs[base]:.3f} | {v / secs[base]:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -229,21 +229,23 @@ def schedule_key(kw: dict) -> str:
 
 def compare_with_base(rows: list[dict], boot: Bootstrap) -> list[dict]:
     """Each Jacobi row against its base row (same configuration, in the mode it ``keeps``: sjd against ntp,
-    zipar_sjd at window s against fixed at window s), paired: pass ratio and FD / accuracy differences (a - b) with
-    95% intervals. Rows whose base was not run are left out."""
+    zipar_sjd at window s against fixed at window s) and against NTP when that is another row, paired: pass ratio
+    and FD / accuracy differences (a - b) with 95% intervals. Rows whose base was not run are left out."""
     def keeps(r):
         return get_mode(r["config"]["mode"]).keeps if (r.get("config") or {}).get("mode") else None
 
     by_key = {schedule_key(r["config"]): r for r in rows if r.get("config") and not keeps(r)}
+    ntp = next((r for r in rows if r.get("config") and get_mode(r["config"]["mode"]).baseline), None)
     out = []
     for r in rows:
         b = by_key.get(schedule_key({**r["config"], "mode": keeps(r)})) if keeps(r) else None
-        if b is None:
-            continue
-        out.append({"a": r["name"], "passes_a": r["passes"], "b": b["name"], "passes_b": b["passes"],
-                    "pass_ratio": r["passes"] / b["passes"],
-                    "fd_diff": strip(boot.diff(r["_fd"], b["_fd"])),
-                    "accuracy_diff": strip(boot.diff(r["_acc"], b["_acc"]))})
+        for other in [b] + ([ntp] if b is not None and ntp is not b else []):
+            if other is None:
+                continue
+            out.append({"a": r["name"], "passes_a": r["passes"], "b": other["name"], "passes_b": other["passes"],
+                        "pass_ratio": r["passes"] / other["passes"],
+                        "fd_diff": strip(boot.diff(r["_fd"], other["_fd"])),
+                        "accuracy_diff": strip(boot.diff(r["_acc"], other["_acc"]))})
     return out
 
 
@@ -286,7 +288,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ntp-grid", help="write 10 NTP samples per class, labelled, to this PNG")
     p.add_argument("--samples-png", help="save the first 20 images of every row, one row each, to this PNG")
     p.add_argument("--features", help="save per-image predictions and features of every row to this .npz")
-    p.add_argument("--rescore", help="recompute statistics and outputs from a --features file; no sampling")
+    p.add_argument("--rescore", nargs="+", help="recompute statistics and outputs from --features files (several: "
+                   "their rows together; a row in more than one must have the same predictions); no sampling")
     return p
 
 
@@ -310,7 +313,7 @@ def main(argv=None) -> dict:
 
 def _run(args, argv) -> dict:
     if args.rescore:
-        rows, per_image, real_feats, real_labels, meta, images = load_features(args.rescore)
+        rows, per_image, real_feats, real_labels, meta, images = merge_features(args.rescore)
         return finish(rows, per_image, real_feats, real_labels, meta, images, args)
     t_all = time.perf_counter()
 
@@ -371,7 +374,8 @@ def _run(args, argv) -> dict:
               speedup_batch1=(ntp_latency / lat) if lat and ntp_latency else None, seconds_per_1000=seconds_1000)
 
     meta = {"command": "python -m zipar.demo_model.evaluate " + " ".join(argv if argv is not None else _argv()),
-            "gpt": args.gpt or "shipped", "samples": args.samples, "batch": args.batch, "real": args.real,
+            "gpt": args.gpt or "shipped", "samples": args.samples, "seed": args.seed, "batch": args.batch,
+            "real": args.real,
             "sampling": {k: configs[0][k] for k in ("guidance_scale", "temperature", "top_k")},
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "seconds_sampling_total": time.perf_counter() - t_all}
@@ -446,6 +450,27 @@ def load_features(path):
                  for i, r in enumerate(rows)}
     images = {r["name"]: z[f"images_{i}"] for i, r in enumerate(rows)}
     return rows, per_image, z["real_feats"].astype(np.float64), z["real_labels"], meta, images
+
+
+def merge_features(paths: list[str]):
+    """The rows of several --features files as one run: the same protocol (samples, seeds, real images) is
+    required, and a row present in more than one file must have identical per-image predictions."""
+    rows, per_image, real_feats, real_labels, meta, images = load_features(paths[0])
+    for path in paths[1:]:
+        r2, p2, f2, l2, m2, i2 = load_features(path)
+        same = ("samples", "seed", "real", "sampling")
+        if {k: meta.get(k) for k in same} != {k: m2.get(k) for k in same} or not np.array_equal(l2, real_labels):
+            raise SystemExit(f"--rescore: {path} was made with another protocol than {paths[0]} "
+                             f"({', '.join(same)} must match)")
+        for r in r2:
+            name = r["name"]
+            if name in per_image:
+                if not np.array_equal(per_image[name][1], p2[name][1]):
+                    raise SystemExit(f"--rescore: row {name!r} differs between {paths[0]} and {path}")
+                continue
+            rows.append(r)
+            per_image[name], images[name] = p2[name], i2[name]
+    return rows, per_image, real_feats, real_labels, meta, images
 
 
 # ------------------------------------------------------------------------------------------------------

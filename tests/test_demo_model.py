@@ -359,9 +359,10 @@ def test_evaluation_end_to_end_writes_intervals_plot_and_grids(tmp_path):
     for r in out["rows"]:
         assert r["accuracy_ci"][0] <= r["accuracy_ci"][1] and r["fd_ci"][0] <= r["fd_ci"][1]
     assert out["comparison"][0]["a"] == "adaptive s_min=3" and "interpolated" in out["comparison"][0]
-    # each Jacobi row against the row it drafts for, paired: sjd vs ntp, zipar_sjd s=2 vs fixed s=2
+    # each Jacobi row against the row it drafts for, paired: sjd vs ntp, zipar_sjd s=2 vs fixed s=2, and vs ntp
     pairs = [(c["a"], c["b"]) for c in out["jacobi_vs_base"]]
-    assert pairs == [("sjd draft_length=4", "ntp"), ("zipar_sjd s=2 draft_length=4", "fixed s=2")]
+    assert pairs == [("sjd draft_length=4", "ntp"), ("zipar_sjd s=2 draft_length=4", "fixed s=2"),
+                     ("zipar_sjd s=2 draft_length=4", "ntp")]
     rows = {r["name"]: r for r in out["rows"]}
     for c in out["jacobi_vs_base"]:
         assert c["pass_ratio"] == rows[c["a"]]["passes"] / rows[c["b"]]["passes"] <= 1
@@ -375,3 +376,20 @@ def test_evaluation_end_to_end_writes_intervals_plot_and_grids(tmp_path):
     again = evaluate.main(["--rescore", str(tmp_path / "f.npz"), "--resamples", "50", "--ntp-grid", ""])
     for r, s in zip(out["rows"], again["rows"]):
         assert r["accuracy"] == s["accuracy"] and r["fd"] == pytest.approx(s["fd"], rel=1e-4, abs=1e-3)
+    # several runs' features rescore as one run: rows in both are taken once; a row that differs is refused
+    import numpy as np
+
+    z = dict(np.load(tmp_path / "f.npz"))
+    keep = json.loads(str(z["rows"]))[:3] + [json.loads(str(z["rows"]))[-1]]  # references, ntp, zipar_sjd
+    part = {"rows": json.dumps(keep), "meta": z["meta"], "real_feats": z["real_feats"], "real_labels": z["real_labels"]}
+    for new, old in enumerate([0, 1, 2, len(json.loads(str(z["rows"]))) - 1]):
+        for k in ("labels", "pred", "feats", "images"):
+            part[f"{k}_{new}"] = z[f"{k}_{old}"]
+    np.savez(tmp_path / "part.npz", **part)
+    merged = evaluate.main(["--rescore", str(tmp_path / "part.npz"), str(tmp_path / "f.npz"), "--resamples", "50",
+                            "--ntp-grid", ""])
+    assert sorted(r["name"] for r in merged["rows"]) == sorted(names)
+    part["pred_2"] = (part["pred_2"] + 1) % 10
+    np.savez(tmp_path / "part.npz", **part)
+    with pytest.raises(SystemExit, match="row 'ntp' differs"):
+        evaluate.main(["--rescore", str(tmp_path / "part.npz"), str(tmp_path / "f.npz"), "--resamples", "50"])
