@@ -12,7 +12,7 @@ import sys
 import warnings
 from importlib import import_module
 
-COMMANDS = ("generate", "sample", "demo", "bench", "steps", "convert")
+COMMANDS = ("generate", "sample", "demo", "bench", "steps", "convert", "memory")
 
 
 class Parser(argparse.ArgumentParser):

@@ -19,7 +19,7 @@ SETTINGS = ("mode", "window", "draft_length", "draft_init", "draft_coupling", "d
 # Setting / argument names whose flag is not --name-with-dashes.
 FLAGS = {"vq_path": "--vq", "t5_path": "--t5", "class_labels": "--class-label", "vqgan": "--vqgan",
          "torch_dtype": "--dtype", "dtype": "--dtype", "num_images_per_prompt": "--num-images",
-         "gpt_path": "--model", "output": "-o/--output"}
+         "gpt_path": "--model", "output": "-o/--output", "quantization": "--quantize"}
 
 
 def flag(name: str) -> str:
@@ -74,7 +74,18 @@ def model_args(p) -> None:
                                               "neither inside nor beside the model folder")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights' dtype; auto: the checkpoint's (LlamaGen files and the demo model: float32)")
+    quantize_arg(g)
     g.add_argument("--device", help="default: cuda:$LOCAL_RANK when CUDA is available, else cpu")
+
+
+def quantize_arg(group) -> None:
+    """``--quantize nf4|fp4|int8``: the transformer's linear layers through bitsandbytes (README, "Memory")."""
+    from ..zipar_core.quantization import CHOICES
+
+    group.add_argument("--quantize", choices=CHOICES, metavar="{" + ",".join(CHOICES) + "}",
+                       help="the transformer's linear layers in 4-bit (nf4, fp4) or 8-bit (int8) weights through "
+                            "bitsandbytes; the image head, embeddings, norms and the image decoder stay in --dtype. "
+                            "A folder saved quantized loads as saved")
 
 
 def setting_args(p) -> None:

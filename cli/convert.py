@@ -1,7 +1,9 @@
 """``zipar convert SRC DST``: write a model once in the layout that loads fastest and needs no pickle.
 
 SRC is anything the loaders take (a folder or hub id in an original publisher's layout or transformers',
-a LlamaGen checkpoint file or folder). DST is a folder in **transformers' own layout** for Janus-Pro, Emu3-Gen
+a LlamaGen checkpoint file or folder). ``--quantize nf4|fp4|int8`` writes the transformer quantized once (transformers'
+bitsandbytes format; LlamaGen: the packed layers in its safetensors, the setting in their metadata), which every face
+then loads as saved. DST is a folder in **transformers' own layout** for Janus-Pro, Emu3-Gen
 and Lumina-mGPT (``save_pretrained``: safetensors, ``config.json``, generation config, tokenizer; Lumina also
 ``vqgan.safetensors`` with its config in the metadata, Lumina-mGPT 2.0 ``movqgan.safetensors``), and a folder of
 ``.safetensors`` files for LlamaGen.
@@ -33,6 +35,9 @@ def add_parser(sub) -> None:
                                "(the embedded demo model)")
     p.add_argument("dst", help="new (or empty) folder to write")
     p.add_argument("--dtype", default="keep", choices=DTYPES, help="weights' dtype (default: as in SRC)")
+    from .common import quantize_arg
+
+    quantize_arg(p)
     p.add_argument("--vision-tokenizer", help="Emu3-VisionTokenizer folder or hub id (BAAI's Emu3-Gen layout)")
     p.add_argument("--vqgan", help="Chameleon vqgan.ckpt file or folder (Lumina-mGPT), or movqgan_270M.ckpt "
                                    "(Lumina-mGPT 2.0)")
@@ -59,10 +64,12 @@ def run(args) -> None:
                                  ("vq_path", args.vq), ("t5_path", args.t5), ("image_size", args.image_size),
                                  ("n_head", args.n_head)) if v}
     dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
-    adapter = load_model(src, torch_dtype=dtype, device="cpu", **options)
+    quantize = None if args.quantize in (None, "none") else args.quantize
+    adapter = load_model(src, torch_dtype=dtype, device="cpu", quantization=quantize, **options)
     names = llamagen_names(src, args.vq) if adapter.family == "llamagen" else {}
     written = adapter.save_pretrained(dst, **names)
-    print(f"zipar convert: wrote {adapter.family} model to {dst}: {', '.join(written)}")
+    how = f", quantized {quantize} (loads as saved)" if quantize else ""
+    print(f"zipar convert: wrote {adapter.family} model to {dst}{how}: {', '.join(written)}")
 
 
 def llamagen_names(src: str, vq: str | None) -> dict:

@@ -1,142 +1,83 @@
-"""How much memory a batch will take, said before decoding, and an out-of-memory error said as what to lower.
+"""``zipar memory MODEL``: the memory plan of a model before it is downloaded or loaded, and the command line's words
+for memory (the plan line ``generate`` / ``sample`` print, an out-of-memory error said as what to lower).
 
-The estimate (:func:`estimate`) is the key/value cache, exact (the adapter builds the cache of one image on
-the meta device, or of one row for real, and it scales with the rows), plus the activations of the widest
-pass, from the model's sizes (hidden, MLP, attention scores, logits and the sampler's buffers, at 4 bytes
-per value: an upper bound for 16-bit models), plus the weights when they are not loaded yet. It is checked
-against the device's free memory (CUDA: ``mem_get_info``; CPU: ``MemAvailable``).
+The plan is every face's (``zipar_core.memory_plan``, a model's facts from ``zipar_core.models.plan_builders``):
+weights (quantized layers at bitsandbytes' packed size), KV cache, the activations of the widest pass, VQ decode,
+total per device, from the model's configuration on the meta device with no weights. MODEL is a name the registry
+publishes (``zipar memory --list``), a hub id (its config.json), a local folder in any layout ZipAR loads, or
+LlamaGen checkpoint files. No torch is imported until the command runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 
 from ..zipar_core.errors import SettingError
 
-GiB = 1 << 30
+
+def add_parser(sub) -> None:
+    from .common import finite_float, positive_int, quantize_arg
+
+    p = sub.add_parser("memory", help="what a model needs in memory (weights, KV cache, activations, VQ decode), "
+                                      "from its configuration alone, with and without quantization")
+    p.add_argument("model", nargs="?", help="a published name (see --list), a hub id, a model folder or a LlamaGen "
+                                            "GPT checkpoint")
+    p.add_argument("--list", action="store_true", help="the published models this command knows without a download")
+    p.add_argument("--table", action="store_true", help="every published model in bfloat16, int8 and nf4, NTP and the "
+                                                        "default ZipAR window, batch 1 with guidance, on CUDA (the "
+                                                        "README's table)")
+    quantize_arg(p)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the compute dtype; auto: the checkpoint's (published releases: bfloat16; LlamaGen: float32)")
+    p.add_argument("--device", default="cuda", help="what the plan is for (cuda adds its runtime; default cuda)")
+    p.add_argument("--mode", help="decoding mode (default: the family's)")
+    p.add_argument("--window", type=positive_int, help="ZipAR window (default: the family's)")
+    p.add_argument("--draft-length", type=positive_int, help="sjd / zipar_sjd draft length")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images decoded together (default 1)")
+    p.add_argument("--cfg", "--guidance", "--guidance-scale", dest="guidance_scale", type=finite_float,
+                   help="guidance scale (default: the family's; 1 = no guidance, one row per image)")
+    p.add_argument("--height", type=positive_int)
+    p.add_argument("--width", type=positive_int)
+    p.add_argument("--prompt-tokens", type=positive_int,
+                   help="prompt and chat template, in tokens (default 96; LlamaGen: its condition slots)")
+    p.add_argument("--vq", help="LlamaGen VQ checkpoint, if not beside the GPT file")
+    p.add_argument("--image-size", type=positive_int, help="LlamaGen training size, when the GPT file name does not say")
+    p.add_argument("--n-head", type=positive_int, help="LlamaGen heads, for a GPT file that matches no preset")
+    p.add_argument("--json", action="store_true", help="the plan as JSON")
+    p.set_defaults(func=run)
 
 
-@dataclass
-class Estimate:
-    batch: int
-    weights: int  # bytes of weights still to load (0 once loaded)
-    cache_per_image: int
-    activations_per_image: int
-    activations_fixed: int
+def run(args) -> None:
+    from ..zipar_core.models import published
 
-    @property
-    def per_image(self) -> int:
-        return self.cache_per_image + self.activations_per_image
+    if args.list:
+        for m in published.MODELS:
+            print(f"{m.name:24} {m.family:9} {', '.join(m.hub_ids)}")
+        return
+    if args.table:
+        from ..zipar_core.models.plan_builders import published_table
 
-    @property
-    def total(self) -> int:
-        return self.weights + self.activations_fixed + self.batch * self.per_image
-
-    def fits(self, free: int) -> int:
-        """How many images per batch fit in ``free`` bytes."""
-        return max(0, (free - self.weights - self.activations_fixed) // max(self.per_image, 1))
-
-    def describe(self) -> str:
-        w = f"weights {self.weights / GiB:.2f} GiB + " if self.weights else ""
-        return (f"{w}cache {self.batch * self.cache_per_image / GiB:.2f} GiB + activations "
-                f"{(self.activations_fixed + self.batch * self.activations_per_image) / GiB:.2f} GiB for a batch of "
-                f"{self.batch} = {self.total / GiB:.2f} GiB")
-
-
-def _dims(adapter) -> dict:
-    """Hidden size, heads, MLP width and vocabulary of the model, from its config (LlamaGen or transformers)."""
-    cfg = getattr(adapter, "text_config", None) or getattr(adapter, "config", None)
-    get = lambda *names: next((getattr(cfg, n) for n in names if getattr(cfg, n, None)), 0)
-    return {"dim": get("hidden_size", "dim"), "heads": get("num_attention_heads", "n_head"),
-            "ffn": get("intermediate_size", "hidden_dim"), "vocab": max(get("vocab_size"), adapter.codebook_size)}
-
-
-def _widest_pass(layout, config) -> int:
-    """Query tokens of the widest pass: the mode's own bound (``modes``), or the prompt in prefill."""
-    from ..zipar_core.modes import get
-
-    return max(get(config.mode).widest_pass(layout, config), layout.prefix)
-
-
-def _layout(adapter, request):
-    from dataclasses import replace
-
-    if hasattr(adapter, "layout"):  # LlamaGen: known without encoding
-        return adapter.layout(request.rows, request.cols)
-    one = replace(request, prompts=request.prompts[:1] if request.prompts else None,
-                  class_labels=request.class_labels[:1] if request.class_labels else None,
-                  negative_prompts=request.negative_prompts[:1] if request.negative_prompts else None)
-    return adapter.encode(one, 1.0).layout
-
-
-def _cache_bytes_per_row(adapter, layout) -> int:
-    """Bytes of the slot cache for one model row: the adapter's own cache, for one row (free on meta)."""
-    from ..zipar_core.protocol import Conditioning
-
-    probe = Conditioning(layout=layout, batch_size=1, guidance=False, prefix_valid=None)
-    cache = adapter.new_cache(probe, layout.num_slots + 1)
-    tensors = [t for name in ("keys", "values") for t in getattr(cache, name, [])]
-    if not tensors:  # another cache type: whatever tensors it holds
-        tensors = [v for v in vars(cache).values() if hasattr(v, "element_size")]
-    size = sum(t.numel() * t.element_size() for t in tensors)
-    del cache
-    return size
-
-
-def weight_bytes(adapter) -> int:
-    modules, _ = adapter.components()
-    seen, total = set(), 0
-    for m in modules.values():
-        for p in (m.parameters() if hasattr(m, "parameters") else []):
-            if id(p) not in seen:
-                seen.add(id(p))
-                total += p.numel() * p.element_size()
-    return total
-
-
-def estimate(adapter, request, config, batch: int, loaded: bool = True) -> Estimate:
-    from ..zipar_core.config import resolve
-
-    layout = _layout(adapter, request)
-    config = resolve(adapter.defaults(), layout.cols, config.chosen(), warn=False)  # unset: the family's defaults
-    rows_per_image = 2 if config.guidance else 1
-    cache = _cache_bytes_per_row(adapter, layout) * rows_per_image
-    d = _dims(adapter)
-    q, slots = _widest_pass(layout, config), layout.num_slots + 1
-    per_row = q * (6 * d["dim"] + 3 * d["ffn"] + 2 * d["heads"] * slots + 2 * d["vocab"]) * 4
-    sampler = q * adapter.codebook_size * (4 * 4 + 8)  # probabilities, sorted copy, cumulative sum, mask; indices
-    return Estimate(batch=batch, weights=0 if loaded else weight_bytes(adapter), cache_per_image=cache,
-                    activations_per_image=per_row * rows_per_image + sampler, activations_fixed=0)
-
-
-def free_bytes(device: str) -> int | None:
-    """Free memory of the device (CUDA: mem_get_info; CPU: MemAvailable); None when unknown."""
+        print(published_table())
+        return
+    if not args.model:
+        raise ValueError("give MODEL: a published name (zipar memory --list), a hub id, a model folder or a LlamaGen "
+                         "checkpoint")
     import torch
 
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.mem_get_info(dev)[0]
-    if dev.type == "cpu":
-        try:
-            with open("/proc/meminfo", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-    return None
+    from ..zipar_core.models.plan_builders import plan_model
+
+    loader = {k: v for k, v in (("vq_path", args.vq), ("image_size", args.image_size), ("n_head", args.n_head)) if v}
+    plan = plan_model(args.model, dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
+                      quantization=args.quantize, device=args.device, batch=args.batch_size,
+                      guidance_scale=args.guidance_scale, mode=args.mode, window=args.window,
+                      draft_length=args.draft_length, height=args.height, width=args.width,
+                      text_tokens=args.prompt_tokens, **loader)
+    print(json.dumps(plan.as_dict(), indent=1) if args.json else plan.describe())
 
 
-def check_fits(est: Estimate, device: str, what: str) -> None:
-    """Refuse a batch whose estimate exceeds the device's free memory, naming what to lower."""
-    free = free_bytes(device)
-    if free is None or est.total <= free:
-        return
-    fit = est.fits(free)
-    lower = (f"lower {{name}} to {fit} or less" if fit >= 1 else
-             "even one image does not fit: use a smaller {other:height} / {other:width}, --dtype bfloat16, or a "
-             "device with more memory")
-    raise SettingError("batch_size", f"{what}: estimated {est.describe()}, but {device} has {free / GiB:.2f} GiB "
-                                     f"free: {lower}")
+# -- the words generate and sample use ---------------------------------------------------------------------
+
+def plan_line(plan) -> str:
+    return f"memory plan: {plan.summary()}"
 
 
 def is_out_of_memory(e: BaseException) -> bool:
@@ -149,8 +90,8 @@ def is_out_of_memory(e: BaseException) -> bool:
                                             or "DefaultCPUAllocator" in text)
 
 
-def out_of_memory(e: BaseException, batch: int, device: str, est: Estimate | None) -> SettingError:
-    said = f" (estimated {est.describe()})" if est is not None else ""
+def out_of_memory(e: BaseException, batch: int, device: str, plan=None) -> SettingError:
+    said = f" (planned {plan.summary()})" if plan is not None else ""
     lower = f"lower {{name}} (e.g. to {max(1, batch // 2)})" if batch > 1 else \
-        "use a smaller {other:height} / {other:width}, --dtype bfloat16, or a device with more memory"
+        "use a smaller {other:height} / {other:width}, {other:quantization} nf4, or a device with more memory"
     return SettingError("batch_size", f"out of memory on {device} decoding a batch of {batch} images{said}: {lower}")

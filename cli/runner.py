@@ -1,7 +1,9 @@
 """The run of ``zipar generate`` and ``zipar sample``: check, load, check again, decode batches, record.
 
 1. :func:`preflight`: the request checked against the model's facts before the weights load (LlamaGen:
-   the configuration-only adapter of ``source.probe``), with the memory the batch will need;
+   the configuration-only adapter of ``source.probe``), and the memory plan (``zipar_core.memory_plan``) of the
+   batch against the free memory, weights included (the other families: planned from their config.json on the
+   meta device);
 2. :func:`load_checked`: the pipeline, and the same checks on the loaded model (the other families are
    checked here, still before anything is written);
 3. :func:`decode`: one batch through ``ZipARPipeline.__call__``, an out-of-memory error said as what to
@@ -15,7 +17,7 @@ import sys
 from dataclasses import dataclass
 
 from .common import device_of, generators, layout_matters, speed_of, versions
-from .source import Source, model_facts, model_options, probe
+from .source import Source, explicit_dtype, loader_options, model_facts, model_options, probe
 
 
 @dataclass
@@ -43,15 +45,31 @@ def check_with(adapter, saved: dict, call: dict, settings: dict, loaded: bool) -
 
 def preflight(source: Source, args, call: dict, settings: dict, batch: int, what: str) -> Checked | None:
     """Checks before the weights load, where the model's facts can be read without them (LlamaGen); None
-    otherwise. Also refuses a batch that cannot fit in memory, weights included."""
-    from .memory import check_fits, estimate
+    otherwise. Also refuses a batch that cannot fit in memory, weights included, for every family (the others
+    planned from their config.json on the meta device, before anything loads)."""
+    from ..zipar_core.models.plan_builders import check_adapter
 
     adapter, saved = probe(source, args)
     if adapter is None:
+        _check_configured(source, args, settings, batch, what)
         return None
     checked = check_with(adapter, saved, call, settings, loaded=False)
-    check_fits(estimate(adapter, checked.request, checked.config, batch, loaded=False), device_of(args), what)
+    check_adapter(adapter, checked.request, checked.config, batch, device_of(args), what, decode_images=1)
     return checked
+
+
+def _check_configured(source: Source, args, settings: dict, batch: int, what: str) -> None:
+    """The memory plan of a transformers-family model from its config.json (its weights are not read)."""
+    from ..zipar_core.loading import HubOptions
+    from ..zipar_core.models.plan_builders import check_model
+
+    if source.kind not in ("folder", "hub"):
+        return
+    plan_settings = {k: settings.get(k) for k in ("mode", "window", "draft_length", "guidance_scale", "height",
+                                                  "width")}
+    check_model(source.path, what, device=device_of(args), dtype=explicit_dtype(args), batch=batch,
+                quantization=loader_options(args).get("quantization"),
+                hub=HubOptions(local_files_only=source.cache_only), **plan_settings)
 
 
 def load_checked(source: Source, args, call: dict, settings: dict, device: str):
@@ -65,13 +83,15 @@ def load_checked(source: Source, args, call: dict, settings: dict, device: str):
 
 
 def memory_plan(checked: Checked, batch: int, device: str, what: str):
-    """The estimate for a batch, printed, and refused when it cannot fit."""
-    from .memory import check_fits, estimate
+    """The plan of a batch on the loaded model, printed, and refused when what decoding adds cannot fit beside the
+    loaded weights."""
+    from ..zipar_core.models.plan_builders import check_adapter
+    from .memory import plan_line
 
-    est = estimate(checked.adapter, checked.request, checked.config, batch, loaded=True)
-    print(f"memory estimate: {est.describe()}", file=sys.stderr)
-    check_fits(est, device, what)
-    return est
+    plan = check_adapter(checked.adapter, checked.request, checked.config, batch, device, what, decode_images=1,
+                         loaded=True)
+    print(plan_line(plan), file=sys.stderr)
+    return plan
 
 
 def decode(pipe, call: dict, seeds: list[int], device: str, settings: dict, args, est=None, on_pass=None):

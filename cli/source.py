@@ -134,8 +134,19 @@ def fingerprint(source: Source) -> dict:
 # -- the adapter before the weights: configuration only ---------------------------------------------
 
 def model_options(args) -> dict:
-    """Loader options the command line passes (LlamaGen image size / heads); part of what makes the model."""
-    return {k: v for k, v in (("image_size", args.image_size), ("n_head", args.n_head)) if v is not None}
+    """Loader options the command line passes (LlamaGen image size / heads, the quantization); part of what makes
+    the model (a sample set's identity, an image's metadata)."""
+    quantize = getattr(args, "quantize", None)
+    return {k: v for k, v in (("image_size", args.image_size), ("n_head", args.n_head),
+                              ("quantize", None if quantize == "none" else quantize)) if v is not None}
+
+
+def loader_options(args) -> dict:
+    """The loaders' keywords for ``model_options`` (``--quantize`` is their ``quantization``)."""
+    opts = model_options(args)
+    if "quantize" in opts:
+        opts["quantization"] = opts.pop("quantize")
+    return opts
 
 
 def explicit_dtype(args):
@@ -152,7 +163,7 @@ def probe(source: Source, args):
     from ..zipar_core.models.llamagen import load_llamagen
 
     dtype = explicit_dtype(args) or torch.float32
-    opts = model_options(args)
+    opts = loader_options(args)
     if source.kind in (DEMO, "llamagen"):
         if source.vq is None:
             raise SettingError("vq_path", f"no VQ tokenizer for {source.path}: give it with {{name}} or put one VQ "
@@ -204,6 +215,9 @@ def _probe_pipeline_folder(folder: str, index_path: str, args):
     with torch.device("meta"):
         gpt = LlamaGenTransformer(gpt_cfg).to(explicit_dtype(args) or torch.float32)
         vq = VQModel(vq_cfg) if vq_cfg is not None else None
+    from ..zipar_core.quantization import parse
+
+    gpt.zipar_quantization = parse(loader_options(args).get("quantization"))
     adapter = LlamaGenAdapter(gpt, vq)
     if isinstance(index.get("text_encoder"), list) and index["text_encoder"][0]:
         adapter.t5 = _UnloadedT5(os.path.join(folder, "text_encoder"))
@@ -219,7 +233,7 @@ def load_pipeline(source: Source, args, device: str):
     from ..pipelines import ZipARPipeline
 
     dtype = explicit_dtype(args)
-    opts = model_options(args)
+    opts = loader_options(args)
     if source.kind in (DEMO, "llamagen"):
         pipe = ZipARPipeline.from_llamagen_checkpoints(source.path, source.vq, source.t5, dtype=dtype or torch.float32,
                                                        device=device, **opts)

@@ -24,8 +24,9 @@ __all__ = ["CLASSES", "GPT_WEIGHTS", "GUIDANCE_SCALE", "IMAGE_SIZE", "NUM_CLASSE
            "load_demo_model"]
 
 
-def load_demo_model(device="cpu", dtype=None):
-    """The embedded demo model as a ``LlamaGenAdapter`` (GPT in ``dtype``, default float32; VQ float32)."""
+def load_demo_model(device="cpu", dtype=None, quantization=None):
+    """The embedded demo model as a ``LlamaGenAdapter`` (GPT in ``dtype``, default float32; VQ float32); quantization:
+    its linear layers through bitsandbytes (``zipar_core.quantization``: "nf4", "fp4", "int8")."""
     import torch
 
     from ..zipar_core.models.llamagen import load_llamagen
@@ -34,4 +35,5 @@ def load_demo_model(device="cpu", dtype=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"the demo model's weights are missing ({path}); reinstall zipar, or train them "
                                     "with python -m zipar.demo_model.train_vq / train_gpt")
-    return load_llamagen(GPT_WEIGHTS, VQ_WEIGHTS, dtype=dtype or torch.float32, device=device)
+    return load_llamagen(GPT_WEIGHTS, VQ_WEIGHTS, dtype=dtype or torch.float32, device=device,
+                         quantization=quantization)

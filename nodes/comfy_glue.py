@@ -9,7 +9,12 @@ fallback. Nothing here queries a device at import time.
   variable (os.pathsep-separated folders).
 - memory: the adapter's torch modules wrapped in ``comfy.model_patcher.ModelPatcher`` so that
   ``comfy.model_management`` loads them onto the compute device when a node needs them and offloads or
-  evicts them when another model needs the memory.
+  evicts them when another model needs the memory. The patcher reports the weights' real (quantized) size, and
+  each load asks for the memory decoding needs beside them, so ComfyUI frees other models first. A model whose
+  memory plan does not fit the device even quantized runs through ComfyUI's own lowvram path (:func:`memory_mode`):
+  its plain layers become ``comfy.ops`` layers, which ComfyUI may leave on the CPU and cast per call; what it
+  cannot cast (bitsandbytes layers, embeddings, transformers' own norm classes, buffers) is placed on the device
+  first (``ZipARModelPatcher``). Research notes: ComfyUI's ``ModelPatcher.load`` / ``load_models_gpu``.
 - progress: ``comfy.utils.ProgressBar`` per forward pass, with a partially decoded preview every few
   passes, and ComfyUI's interrupt check after every pass.
 """
@@ -245,29 +250,133 @@ def _container_class():
 
 @dataclass
 class ZipARModelHandle:
-    """What flows along a ZIPAR_MODEL link: the adapter, its ModelPatcher (inside ComfyUI) and a label."""
+    """What flows along a ZIPAR_MODEL link: the adapter, its ModelPatcher (inside ComfyUI) and a label.
+    lowvram: the model goes through ComfyUI's partial loading (it does not fit the device whole); ``pinned``: the
+    bytes it must hold on the device anyway."""
 
     adapter: Any
     name: str
     patcher: Any = None
     info: dict = field(default_factory=dict)
+    lowvram: bool = False
+    pinned: int = 0
 
     @property
     def family(self) -> str:
         return getattr(self.adapter, "family", "?")
 
-    def load(self):
-        """Put the weights on the compute device through ComfyUI's model management (which may first
-        evict other models), and return the adapter."""
+    def load(self, memory_required: int = 0):
+        """Put the weights on the compute device through ComfyUI's model management, which first frees (evicts or
+        offloads other models) the weights' size plus ``memory_required`` (what decoding needs beside them), and
+        return the adapter. A lowvram handle lets ComfyUI leave part of its castable layers on the CPU."""
         mm = _comfy("model_management")
         if self.patcher is not None and mm is not None:
-            # Plain torch layers cannot run partly offloaded (that needs comfy.ops casts): load fully.
-            mm.load_models_gpu([self.patcher], force_full_load=True)
+            if self.lowvram:
+                mm.load_models_gpu([self.patcher], memory_required=memory_required,
+                                   minimum_memory_required=self.pinned + memory_required)
+            else:  # plain and bitsandbytes layers cannot run partly offloaded: all of it, or an OOM said by ComfyUI
+                mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
+            self.info["offloaded"] = offloaded(self.patcher.model)
         return self.adapter
 
+    def offload_note(self) -> str:
+        """A line for the stats when the last load left weights on the CPU ("" otherwise)."""
+        left, total = self.info.get("offloaded", (0, 0))
+        if not left:
+            return ""
+        return (f"ran offloaded (ComfyUI's lowvram): {left / 2**30:.2f} of {total / 2**30:.2f} GiB of weights stayed "
+                "on the CPU, cast to the device layer by layer")
 
-def wrap_model(adapter, name: str, info: dict | None = None) -> ZipARModelHandle:
-    """Wrap a loaded adapter for ComfyUI; outside ComfyUI the handle just carries the adapter."""
+
+def offloaded(module) -> tuple[int, int]:
+    """(bytes ComfyUI left on the CPU, all the weights' bytes): the layers its lowvram path marks
+    ``comfy_cast_weights = True`` when it leaves them on the offload device."""
+    from ..zipar_core.quantization import resident_bytes
+
+    left = sum(resident_bytes(m) for m in _leaves(module) if getattr(m, "comfy_cast_weights", False) is True)
+    return left, resident_bytes(module)
+
+
+def _leaves(module):
+    return [m for m in module.modules() if next(m.children(), None) is None]
+
+
+def memory_mode(plan, obtainable: int | None) -> str:
+    """"full" when the memory plan fits what ComfyUI can free on the device, "lowvram" when only what cannot be
+    offloaded does (ComfyUI then leaves castable layers on the CPU), "refuse" otherwise."""
+    if obtainable is None or plan.total <= obtainable:
+        return "full"
+    return "lowvram" if plan.least_on_device <= obtainable else "refuse"
+
+
+def obtainable_memory(device) -> int | None:
+    """What ComfyUI can make available on ``device`` for one model: its total memory less ComfyUI's inference
+    reserve (ComfyUI evicts other models before it loads ours, as our patcher reports its size); outside ComfyUI
+    the device's free memory."""
+    from ..zipar_core.memory_plan import free_bytes
+
+    mm = _comfy("model_management")
+    if mm is None or not hasattr(mm, "get_total_memory"):
+        return free_bytes(device)
+    reserve = mm.minimum_inference_memory() if hasattr(mm, "minimum_inference_memory") else 0
+    return int(mm.get_total_memory(device)) - int(reserve)
+
+
+def make_offloadable(container) -> int:
+    """Turn the plain torch layers of ``container`` into ``comfy.ops`` layers (ComfyUI's castable twins: the same
+    class underneath, so no weight is copied), which ComfyUI's lowvram path may leave on the CPU and cast per call;
+    returns the bytes of what stays uncastable (bitsandbytes layers, embeddings, other norm classes, buffers)."""
+    from torch import nn
+
+    from ..zipar_core.quantization import resident_bytes
+
+    ops = _comfy("ops").disable_weight_init
+    twins = {nn.Linear: ops.Linear, nn.Conv2d: ops.Conv2d, nn.GroupNorm: ops.GroupNorm, nn.LayerNorm: ops.LayerNorm}
+    if hasattr(ops, "Conv3d"):
+        twins[nn.Conv3d] = ops.Conv3d
+    for m in container.modules():
+        if type(m) in twins:
+            m.__class__ = twins[type(m)]
+    return sum(resident_bytes(m) for m in _leaves(container) if not hasattr(m, "comfy_cast_weights"))
+
+
+def place_uncastable(container, device) -> int:
+    """Move every module ComfyUI cannot cast (no ``comfy_cast_weights``) to ``device``: its weights must be there
+    whatever ComfyUI offloads. Returns their bytes."""
+    from ..zipar_core.quantization import resident_bytes
+
+    moved = 0
+    for m in container.modules():
+        if hasattr(m, "comfy_cast_weights") or not [*m.parameters(recurse=False), *m.buffers(recurse=False)]:
+            continue
+        if next(m.children(), None) is None:
+            m.to(device)  # a leaf: its own .to (bitsandbytes layers move their statistics too)
+        else:
+            m._apply(lambda t: t.to(device), recurse=False)
+        moved += resident_bytes(m) if next(m.children(), None) is None else 0
+    return moved
+
+
+def _patcher_class(mp):
+    """ComfyUI's ModelPatcher, with what it cannot cast placed on the device before its own (partial) load, and
+    that placed size taken off the budget it loads castable layers with."""
+
+    class ZipARModelPatcher(mp.ModelPatcher):
+        def load(self, device_to=None, lowvram_model_memory=0, *args, **kwargs):
+            placed = place_uncastable(self.model, device_to)
+            if lowvram_model_memory:
+                lowvram_model_memory = max(lowvram_model_memory - placed, 1)
+            return super().load(device_to, lowvram_model_memory, *args, **kwargs)
+
+    return ZipARModelPatcher
+
+
+def wrap_model(adapter, name: str, info: dict | None = None, lowvram: bool = False) -> ZipARModelHandle:
+    """Wrap a loaded adapter for ComfyUI; outside ComfyUI the handle just carries the adapter. The patcher is told
+    the weights' real size (quantized layers at their packed size). lowvram: ComfyUI's partial loading
+    (:func:`make_offloadable`)."""
+    from ..zipar_core.quantization import resident_bytes
+
     handle = ZipARModelHandle(adapter=adapter, name=name, info=dict(info or {}))
     mp = _comfy("model_patcher")
     if mp is None:
@@ -276,7 +385,11 @@ def wrap_model(adapter, name: str, info: dict | None = None) -> ZipARModelHandle
     if not modules:
         return handle
     container = _container_class()(modules)
-    handle.patcher = mp.ModelPatcher(container, load_device=load_device(), offload_device=offload_device())
+    size = resident_bytes(container)
+    cls = mp.ModelPatcher
+    if lowvram and _comfy("ops") is not None:
+        handle.lowvram, handle.pinned, cls = True, make_offloadable(container), _patcher_class(mp)
+    handle.patcher = cls(container, load_device=load_device(), offload_device=offload_device(), size=size)
     return handle
 
 

@@ -2,6 +2,10 @@
 
 Every failure to load (any exception type, except ComfyUI's interrupt) reaches the user as one
 :class:`ModelLoadError` that names the entry, the cause and the fix (``explain``).
+
+Before any weight loads, the model's memory plan (``zipar_core.memory_plan``, from its configuration on the meta
+device) is set against what ComfyUI can free on its device: it loads whole, through ComfyUI's lowvram path
+(``comfy_glue.memory_mode``), or is refused with the plan and the ``quantization`` that would fit.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from functools import lru_cache
 from . import comfy_glue as glue
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
+QUANTIZATIONS = ("none", "nf4", "fp4", "int8")  # zipar_core.quantization.CHOICES (kept here: no torch at import)
 # Runs with no download: the embedded demo model (zipar.demo_model), shipped with the package. Short, so
 # that the widget shows its label and value in a node of ordinary width, and free of facts (class count,
 # size) that a retrained demo model may change.
@@ -53,18 +58,45 @@ def demo_facts() -> DemoFacts:
                      pixels_per_token=int(meta.get("pixels_per_token", 16)))
 
 
-def builtin_demo_model(device=None, dtype=None):
+def builtin_demo_model(device=None, dtype=None, quantization=None):
     """The embedded demo model, loaded through the standard LlamaGen loader."""
     from ..demo_model import load_demo_model
 
-    return load_demo_model(device=device or "cpu", dtype=dtype)
+    return load_demo_model(device=device or "cpu", dtype=dtype, quantization=quantization)
 
 
-def _load_model(path: str, torch_dtype, device):
+def _load_model(path: str, torch_dtype, device, quantization=None):
     from ..zipar_core.loading import LoadOptions
     from ..zipar_core.models import load_model
 
-    return load_model(path, LoadOptions(dtype=torch_dtype, device=device))
+    return load_model(path, LoadOptions(dtype=torch_dtype, device=device, quantization=quantization))
+
+
+def plan_memory(path: str, torch_dtype, quantization, name: str):
+    """(the memory plan of one image with the model's defaults on ComfyUI's device, "full" | "lowvram"): refused
+    (a SettingError in the widget's words) when even ComfyUI's lowvram path cannot fit it. Files the plan cannot
+    read give (None, "full"): loading them says what is wrong."""
+    from ..zipar_core.memory_plan import alternatives, gib
+    from ..zipar_core.models.plan_builders import planner
+
+    device = glue.load_device()
+    try:
+        replan = planner(path, dtype=torch_dtype, quantization=quantization, device=str(device))
+        plan = replan()
+    except Exception:  # noqa: BLE001 -- files the plan cannot read: the loader says what is wrong with them
+        return None, "full"
+    room = glue.obtainable_memory(device)
+    mode = glue.memory_mode(plan, room)
+    if mode != "refuse":
+        return plan, mode
+    from ..zipar_core.errors import SettingError
+
+    fits = [f"{value} ({gib(total)})" for setting, value, total in alternatives(replan, plan, room)
+            if setting == "quantization"]
+    fix = f"set quantization to {' or '.join(fits)}" if fits else "use a GPU with more memory"
+    raise SettingError("quantization", f"{name} needs {plan.summary()} and, with every castable layer offloaded, "
+                                       f"still {gib(plan.least_on_device)}, but ComfyUI can free {gib(room)} on "
+                                       f"{device}: {fix}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -88,6 +120,8 @@ def fix_for(error: BaseException, path: str | None, dtype: str = "auto", name: s
 
     folders = ", ".join(glue.model_folders()) or "ComfyUI/models/zipar"
     refresh = f"put the files in the ZipAR model folder ({folders}), press 'r' in ComfyUI and pick the entry again"
+    if isinstance(error, SettingError) and error.name == "quantization":
+        return "set quantization as the cause says (none loads the weights in dtype)"
     if path is None:
         if dtype not in DTYPES:
             return f"set dtype to one of {', '.join(DTYPES)}"
@@ -145,6 +179,15 @@ class ZipARModelLoader:
                     "tooltip": "Weight precision. auto: bf16 on GPUs that support it, else fp16 where ComfyUI "
                                "recommends it, else fp32 (always fp32 on CPU)."}),
             },
+            "optional": {
+                "quantization": (list(QUANTIZATIONS), {
+                    "default": "none",
+                    "tooltip": "The transformer's linear layers in 4-bit (nf4, fp4) or 8-bit (int8) weights through "
+                               "bitsandbytes (pip install 'bitsandbytes>=0.48'): a 7B model in nf4 takes about a "
+                               "third of its bf16 size. The image head, embeddings, norms and the VQ decoder stay in "
+                               "dtype. A folder saved quantized loads as saved. If the model does not fit the GPU "
+                               "even so, ComfyUI's lowvram path keeps part of it on the CPU (said in the stats)."}),
+            },
         }
 
     RETURN_TYPES = ("ZIPAR_MODEL",)
@@ -156,23 +199,40 @@ class ZipARModelLoader:
     DESCRIPTION = "Load an autoregressive image model (LlamaGen, Janus-Pro, Emu3-Gen, Lumina-mGPT) for ZipAR sampling."
     SEARCH_ALIASES = ("zipar", "llamagen", "janus", "emu3", "lumina", "autoregressive")
 
-    def load(self, model_name: str, dtype: str = "auto"):
+    def load(self, model_name: str, dtype: str = "auto", quantization: str = "none"):
         path = None  # where the entry points, once resolved
         try:
             torch_dtype = glue.pick_dtype(dtype, glue.load_device())
+            q = _quantization(quantization)
             if model_name == BUILTIN_DEMO:
                 from ..demo_model import WEIGHTS_DIR
 
                 path = WEIGHTS_DIR
-                adapter = builtin_demo_model(glue.offload_device(), torch_dtype)  # the VQ decoder stays fp32
-                return (glue.wrap_model(adapter, model_name, {"dtype": str(torch_dtype)}),)
-            path = glue.resolve_model_path(model_name)
-            adapter = _load_model(path, torch_dtype, glue.offload_device())
-            return (glue.wrap_model(adapter, model_name, {"dtype": str(torch_dtype), "path": path}),)
+            else:
+                path = glue.resolve_model_path(model_name)
+            plan, mode = plan_memory(path, torch_dtype, q, model_name)  # before any weight loads
+            info = {"dtype": str(torch_dtype), "quantization": str(q or "none"),
+                    "planned_bytes": plan.total if plan is not None else None}
+            if model_name == BUILTIN_DEMO:
+                adapter = builtin_demo_model(glue.offload_device(), torch_dtype, q)  # the VQ decoder stays fp32
+            else:
+                info["path"] = path
+                adapter = _load_model(path, torch_dtype, glue.offload_device(), q)
+            return (glue.wrap_model(adapter, model_name, info, lowvram=mode == "lowvram"),)
         except Exception as e:
             if glue.is_interrupt(e):
                 raise
             raise ModelLoadError(explain(model_name, e, path, dtype)) from e
+
+
+def _quantization(choice: str):
+    """The widget's value as a setting, checked before anything loads (bitsandbytes installed, a device it runs on)."""
+    from ..zipar_core.quantization import check_available, parse
+
+    q = parse(choice, "quantization")
+    if q is not None:
+        check_available("quantization", glue.load_device())
+    return q
 
 
 def _demo_summary() -> str:

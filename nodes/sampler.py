@@ -310,7 +310,7 @@ class ZipARSampler:
         from ..zipar_core.errors import render
         from ..zipar_core.modes import get as get_mode
 
-        adapter = model.load()
+        adapter = model.adapter  # checks first: the weights move to the device once the memory decoding needs is known
         chosen = chosen_settings(mode, window, guidance_scale, temperature, top_k, top_p, paper_first_row,
                                  draft_length, draft_init, draft_coupling, draft_visibility)
         note, classes, request = "", "", {"height": int(height) or None, "width": int(width) or None}
@@ -332,6 +332,9 @@ class ZipARSampler:
             size = getattr(e, "name", None) in ("height", "width")
             hint = f". Change width/height (0 = the model's trained size {_size_text(adapter)})" if size else ""
             raise ValueError(f"ZipAR Sampler: {render(e, widget_name)}{hint}") from e
+        model.load(memory_required=decoding_memory(adapter, checked, config, batch_size))
+        offloaded = model.offload_note()
+        note = "\n".join(x for x in (note, offloaded) if x)
         with torch.no_grad():
             cond = adapter.encode(checked, config.guidance_scale)
             layout = cond.layout
@@ -345,6 +348,15 @@ class ZipARSampler:
             progress.finish()
         codes = ZipARCodes(result.codes.cpu(), model, result.stats.as_dict(), config.to_dict())
         return codes, stats_text(config, layout, result.stats, _ntp_passes(layout), note, classes)
+
+
+def decoding_memory(adapter, request, config, batch: int) -> int:
+    """Bytes decoding needs beside the weights (the memory plan's KV cache and widest pass, and the VQ decode it
+    does not overlap), for ComfyUI to free before it loads the weights."""
+    from ..zipar_core.models.plan_builders import plan_adapter
+
+    plan = plan_adapter(adapter, request, config, batch, glue.load_device())
+    return max(plan.kv_cache + plan.activations, plan.vq_decode)
 
 
 def _demo_classes() -> str:

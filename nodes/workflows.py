@@ -176,7 +176,7 @@ def note_text(t: Template) -> str:
 # workflow's "ds"), ComfyUI 0.3.64's frontend in a 1600x1000 window shows the graph from x 0 to 1536 and
 # y 0 to 922 (its side bar takes 64 px, its top bar 78): every box stays 20 inside that.
 # Its minimap covers the bottom-right corner (from x 1240, y 655): nothing goes there.
-LOADER, SAMPLER, DECODE = (20, 50, 380, 82), (430, 50, 400, 600), (860, 50, 200, 46)
+LOADER, SAMPLER, DECODE = (20, 50, 380, 106), (430, 50, 400, 600), (860, 50, 200, 46)
 SAVE, STATS, NOTE = (1090, 50, 420, 400), (1090, 510, 420, 130), (20, 190, 380, 400)
 
 
@@ -208,6 +208,10 @@ def widget_values(node_class, values: dict) -> list:
     return out
 
 
+def loader_values(t: Template) -> dict:
+    return {"model_name": t.entry, "dtype": "auto", "quantization": "none"}
+
+
 def sampler_values(t: Template) -> dict:
     return {"prompt": t.prompt, "negative_prompt": t.negative, "seed": SEED, "guidance_scale": MODEL_DEFAULT,
             "temperature": 1.0, "top_k": MODEL_DEFAULT, "top_p": 1.0, "mode": "fixed", "window": MODEL_DEFAULT,
@@ -224,7 +228,7 @@ def ui_workflow(t: Template) -> dict:
 
     nodes = [
         _node(1, "ZipARModelLoader", LOADER, 0, outputs=[out("model", "ZIPAR_MODEL", [1])],
-              widgets=widget_values(ZipARModelLoader, {"model_name": t.entry, "dtype": "auto"}),
+              widgets=widget_values(ZipARModelLoader, loader_values(t)),
               models=[{"name": n, "url": u, "directory": "zipar"} for n, u in t.downloads]),
         _node(2, "ZipARSampler", SAMPLER, 1, inputs=[{"name": "model", "type": "ZIPAR_MODEL", "link": 1}],
               outputs=[out("codes", "ZIPAR_CODES", [2]), dict(out("stats", "STRING", [3]), slot_index=1)],
@@ -245,7 +249,7 @@ def api_workflow(t: Template) -> dict:
     """The API form of :func:`ui_workflow` (what the frontend's graphToPrompt sends; the Note is not a node
     of the server)."""
     return {
-        "1": {"class_type": "ZipARModelLoader", "inputs": {"model_name": t.entry, "dtype": "auto"},
+        "1": {"class_type": "ZipARModelLoader", "inputs": loader_values(t),
               "_meta": {"title": "ZipAR Model Loader"}},
         "2": {"class_type": "ZipARSampler", "inputs": {**sampler_values(t), "model": ["1", 0]},
               "_meta": {"title": "ZipAR Sampler"}},

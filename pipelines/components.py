@@ -31,9 +31,13 @@ def _fields(cfg) -> dict:
 
 
 def _wrap(cls, module: torch.nn.Module):
-    """Wrap an existing module without building (and randomly initialising) a second copy of it."""
+    """Wrap an existing module without building (and randomly initialising) a second copy of it; a quantized
+    module's setting goes into the component's config (so ``save_pretrained`` records it)."""
+    from ..zipar_core.quantization import quantization_of
+
+    q = quantization_of(module)
     with torch.device("meta"):
-        wrapper = cls(**_fields(module.config))
+        wrapper = cls(**_fields(module.config), **({"quantization": q.record()} if q is not None else {}))
     wrapper.model = module
     return wrapper
 
@@ -48,7 +52,10 @@ class LlamaGenGPTModel(ModelMixin, ConfigMixin):
                  vocab_size: int = 16384, num_classes: int = 1000, class_dropout_prob: float = 0.1,
                  caption_dim: int = 2048, cls_token_num: int = 1, model_type: str = "c2i", multiple_of: int = 256,
                  ffn_dim_multiplier: float | None = None, ffn_hidden: int | None = None, norm_eps: float = 1e-5,
-                 rope_base: float = 10000.0, block_size: int = 256, variant: str = ""):
+                 rope_base: float = 10000.0, block_size: int = 256, variant: str = "",
+                 quantization: dict | None = None):
+        """quantization: the ``zipar_core.quantization.Quantization`` record of a GPT saved quantized (its
+        bitsandbytes layers are in the weights file; :meth:`from_pretrained` reads them as saved)."""
         super().__init__()
         self.model = LlamaGenTransformer(LlamaGenConfig(
             dim=dim, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, vocab_size=vocab_size,
@@ -60,6 +67,45 @@ class LlamaGenGPTModel(ModelMixin, ConfigMixin):
     def forward(self, *args, **kwargs):
         """The uncached full pass of ``LlamaGenTransformer.forward`` (checking / training)."""
         return self.model(*args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' loading; a component saved quantized (``quantization`` in its config.json) is read as saved:
+        its bitsandbytes layers from their packed weights and statistics, onto the CPU, nothing quantized again."""
+        import json
+        import os
+
+        folder = os.path.join(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        path = os.path.join(folder, "config.json")
+        config = {}
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+        if not config.get("quantization"):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return cls._from_quantized(folder, config, kwargs.get("torch_dtype") or kwargs.get("dtype"))
+
+    @classmethod
+    def _from_quantized(cls, folder: str, config: dict, dtype):
+        import inspect
+        import os
+
+        from safetensors.torch import load_file
+
+        from ..zipar_core.models.llamagen.gpt import KEEP_UNQUANTIZED
+        from ..zipar_core.quantization import Quantization, check_available, load_prequantized
+
+        check_available(device="cpu")
+        names = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        with torch.device("meta"):
+            wrapper = cls(**{k: v for k, v in config.items() if k in names})
+        setting = Quantization.from_record(config["quantization"])
+        files = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
+        sd = {k.removeprefix("model."): v for f in files for k, v in load_file(os.path.join(folder, f)).items()}
+        dtype = dtype or sd["tok_embeddings.weight"].dtype
+        load_prequantized(wrapper.model, sd, setting, KEEP_UNQUANTIZED + setting.skip, "cpu", dtype)
+        wrapper.model.zipar_quantization = setting
+        return wrapper.eval()
 
 
 class LlamaGenVQModel(ModelMixin, ConfigMixin):

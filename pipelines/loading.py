@@ -13,7 +13,7 @@ import torch
 
 from ..zipar_core.loading import LoadOptions
 from ..zipar_core.model_files import is_hub_id
-from ..zipar_core.models import registry
+from ..zipar_core.models import keep_unquantized, registry
 from .components import wrap
 from .hub import check_hub_id, hub_errors
 
@@ -35,7 +35,12 @@ class PipelineLoadingMixin:
         kwargs: diffusers' loading options (``dtype``, ...) and ZipAR settings (``mode``, ``window``, ...);
         for an original folder also ``device``, ``attn_implementation`` and, for Lumina-mGPT, ``vqgan`` (the
         Chameleon ``vqgan.ckpt`` file or folder; Lumina-mGPT 2.0: ``movqgan_270M.ckpt`` or its folder) and
-        ``target_size``."""
+        ``target_size``. ``quantization`` (or ``quantization_config``): the transformer's linear layers in
+        ``"nf4"``, ``"fp4"`` or ``"int8"`` through bitsandbytes, or transformers' ``BitsAndBytesConfig`` /
+        diffusers' ``PipelineQuantizationConfig`` (its transformer entry); the image head, embeddings, norms and
+        the VQ decoder stay in the compute dtype, and ``save_pretrained`` writes the pipeline quantized (it loads
+        back as saved). Before any weight loads, the memory plan (``zipar_core.memory_plan``) is checked against
+        the free memory of the device it loads onto: too large is a ValueError with the plan and what would fit."""
         path = registry.builtin_path(pretrained_model_name_or_path) or os.fspath(pretrained_model_name_or_path)
         if os.path.isfile(path):
             raise ValueError(f"{path} is a file. LlamaGen checkpoint files load with "
@@ -44,15 +49,48 @@ class PipelineLoadingMixin:
         if os.path.isdir(path):
             if os.path.isfile(os.path.join(path, "model_index.json")):
                 check_pipeline_folder(path)
-                return super().from_pretrained(path, **kwargs)
+                return cls._from_pipeline_folder(path, **kwargs)
             return cls.from_original(path, **kwargs)  # transformers config.json, or LlamaGen checkpoint files
         if not is_hub_id(path):
             raise FileNotFoundError(f"no model at {path}: there is no such file or folder (a hub id would read "
                                     "owner/name)")
         with hub_errors(path):
             if _hub_has_model_index(path, kwargs):
-                return super().from_pretrained(path, **kwargs)
+                return cls._from_pipeline_folder(path, **kwargs)
             return cls.from_original(path, **kwargs)
+
+    @classmethod
+    def _from_pipeline_folder(cls, path: str, **kwargs):
+        """A saved pipeline through diffusers, quantized when asked: transformers' models through diffusers' own
+        ``PipelineQuantizationConfig`` (the family's unquantized modules kept), LlamaGen's GPT in place once loaded,
+        on the CPU, before it moves anywhere."""
+        from ..zipar_core.quantization import parse
+
+        asked = {k: kwargs.pop(k) for k in ("quantization", "quantization_config") if k in kwargs}
+        q = next((parse(v, k) for k, v in asked.items() if v is not None), None)
+        options = LoadOptions(dtype=kwargs.get("dtype", kwargs.get("torch_dtype")), quantization=q)
+        if os.path.isdir(path):
+            _check_memory(path, options, "cpu", f"loading {os.path.basename(os.path.normpath(path))}")
+        if q is None:
+            return super().from_pretrained(path, **kwargs)
+        from ..zipar_core.quantization import check_available
+
+        check_available(device="cpu")
+        family = _pipeline_family(path, kwargs)
+        keep = keep_unquantized(family, q)
+        dtype = options.torch_dtype(None)
+        if family != "llamagen":
+            from diffusers import PipelineQuantizationConfig
+
+            config = PipelineQuantizationConfig(quant_mapping={"transformer": q.bnb_config(keep, dtype)})
+            return super().from_pretrained(path, quantization_config=config, **kwargs)
+        pipe = super().from_pretrained(path, **kwargs)
+        from ..zipar_core.quantization import quantize_linears
+
+        gpt = pipe.transformer.model
+        quantize_linears(gpt, q, keep, "cpu", gpt.tok_embeddings.weight.dtype)
+        pipe.transformer.register_to_config(quantization=q.record())
+        return pipe
 
     @classmethod
     def from_original(cls, path_or_id: str, options: LoadOptions | None = None, **kwargs):
@@ -67,7 +105,9 @@ class PipelineLoadingMixin:
 
         names = setting_names(cls)
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
-        adapter = load_model(path_or_id, options, **{k: v for k, v in kwargs.items() if v is not None})
+        options, parts = LoadOptions.split(options, **{k: v for k, v in kwargs.items() if v is not None})
+        _check_memory(path_or_id, options, options.torch_device(), f"loading {os.path.basename(path_or_id)}", **parts)
+        adapter = load_model(path_or_id, options, **parts)
         return cls.from_adapter(adapter, **settings)
 
     @classmethod
@@ -88,13 +128,18 @@ class PipelineLoadingMixin:
         if t5_path is not None and not os.path.isdir(os.fspath(t5_path)):
             raise FileNotFoundError(f"FLAN-T5 folder not found: {t5_path} (a transformers folder of "
                                     "google/flan-t5-xl, needed by text-to-image LlamaGen)")
+        quantization = settings.pop("quantization", settings.pop("quantization_config", None))
         unknown = sorted(set(settings) - setting_names(cls))
         if unknown:
             raise TypeError(f"unexpected argument(s) {unknown}; ZipAR settings are {sorted(setting_names(cls))}")
         overrides = {"n_head": n_head} if n_head is not None else {}
         dtype = dtype if dtype is not None else torch_dtype
+        options = LoadOptions(dtype=dtype or torch.float32, device=device or "cpu", quantization=quantization)
+        _check_memory(os.fspath(gpt_path), options, options.device, f"loading {os.path.basename(gpt_path)}",
+                      vq_path=vq_path, t5_path=t5_path, image_size=image_size, preset=preset, **overrides)
         adapter = load_llamagen(gpt_path, vq_path, t5_path, preset=preset, image_size=image_size,
-                                dtype=dtype or torch.float32, device=device or "cpu", **overrides)
+                                dtype=options.dtype, device=options.device, quantization=options.quantization,
+                                **overrides)
         return cls.from_adapter(adapter, **settings)
 
     @classmethod
@@ -160,3 +205,32 @@ def check_pipeline_folder(path: str) -> None:
         if not any(f.endswith((".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")) for f in files):
             raise FileNotFoundError(f"component {name!r} ({entry[1]}) has no weight file (*.safetensors / *.bin) in "
                                     f"{folder}")
+
+
+OFFLOAD = 'load it with device="cpu" and call pipe.enable_model_cpu_offload()'
+
+
+def _check_memory(model: str, options: LoadOptions, device, what: str, **parts) -> None:
+    """The memory plan of one image with the family's defaults, from the model's configuration (no weights read),
+    refused when it exceeds the free memory of ``device``: a ValueError with the plan and the settings that fit."""
+    from ..zipar_core.models.plan_builders import check_model
+
+    loader = {k: v for k, v in parts.items() if k in ("vq_path", "t5_path", "image_size", "preset", "n_head")
+              and v is not None}
+    check_model(model, what, device=device, dtype=options.torch_dtype(None), quantization=options.quantization,
+                hub=options.hub, offload=OFFLOAD if torch.device(device).type == "cuda" else None,
+                batch_setting="num_images_per_prompt", **loader)
+
+
+def _pipeline_family(path: str, kwargs: dict) -> str:
+    """The family a saved pipeline's model_index.json names (local or on the hub)."""
+    if os.path.isdir(path):
+        index_path = os.path.join(path, "model_index.json")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        index_path = hf_hub_download(path, "model_index.json", revision=kwargs.get("revision"),
+                                     cache_dir=kwargs.get("cache_dir"), token=kwargs.get("token"),
+                                     local_files_only=bool(kwargs.get("local_files_only")))
+    with open(index_path, encoding="utf-8") as f:
+        return json.load(f).get("family") or "llamagen"

@@ -267,7 +267,7 @@ def test_bad_arguments_are_refused_before_anything_is_written_and_before_the_wei
         for bad, said in ((["--classes", "0-10"], "class label(s) [10] out of range: this model has classes 0..9"),
                           (["--window", "5"], "--window 5 is larger than the grid width (4 tokens)"),
                           (["--height", "70"], "--height 70 is not a positive multiple of 16 px"),
-                          (["--batch-size", "10000000"], "lower --batch-size to")):
+                          (["--batch-size", "10000000"], "it would fit with --batch-size")):
             argv = ["sample", "--model", str(model), "--out", str(tmp_path / "set"), "--device", "cpu", *extra]
             argv += [] if "--classes" in bad else ["--classes", "0-9"]
             assert main(argv + bad) == 2
@@ -444,26 +444,26 @@ def test_generate_decodes_in_batches_and_refuses_what_cannot_fit(model_dir, tmp_
     assert main(["generate", "--model", model_dir, "--class-label", "1", "-n", "5", "--batch-size", "2", "-o",
                  str(tmp_path / "x.png"), "--device", "cpu"]) == 0
     assert spy.batches == [[0, 1], [2, 3], [4]]
-    assert "memory estimate: cache" in capsys.readouterr().err
+    assert "memory plan: " in capsys.readouterr().err
     assert main(["generate", "--model", model_dir, "--class-label", "1", "-n", "10000000", "--batch-size", "10000000",
-                 "-o", str(tmp_path / "y.png"), "--device", "cpu"]) == 2  # ~480 GB of cache
+                 "-o", str(tmp_path / "y.png"), "--device", "cpu"]) == 2  # ~340 GB of cache
     err = capsys.readouterr().err
-    assert "a batch of 10000000 images: estimated" in err and "lower --batch-size to" in err
+    assert "a batch of 10000000 images needs" in err and "KV cache" in err and "it would fit with --batch-size" in err
     assert not list(tmp_path.glob("y*.png"))
 
 
-def test_memory_estimate_counts_the_cache_exactly(model_dir):
-    from zipar.cli.memory import estimate
+def test_memory_plan_counts_the_cache_exactly(model_dir):
     from zipar.zipar_core import ZipARConfig
+    from zipar.zipar_core.models.plan_builders import plan_adapter
 
     pipe = ZipARPipeline.from_pretrained(model_dir)
     adapter = pipe.build_adapter()
     request = adapter.check(class_labels=[1])
-    est = estimate(adapter, request, ZipARConfig(window=2, guidance_scale=2.0), batch=3)
+    plan = plan_adapter(adapter, request, ZipARConfig(window=2, guidance_scale=2.0), batch=3, device="cpu")
     cond = adapter.prepare(class_labels=[1, 2, 3], guidance_scale=2.0)
     cache = adapter.new_cache(cond, cond.layout.num_slots + 1)
-    assert est.batch * est.cache_per_image == sum(t.numel() * t.element_size() for t in cache.keys + cache.values)
-    assert est.activations_per_image > 0 and est.total > 3 * est.cache_per_image
+    assert plan.kv_cache == sum(t.numel() * t.element_size() for t in cache.keys + cache.values)
+    assert plan.activations > 0 and plan.total > plan.kv_cache + plan.weights
 
 
 def test_out_of_memory_says_what_to_lower(model_dir, tmp_path, capsys, monkeypatch):
@@ -473,7 +473,7 @@ def test_out_of_memory_says_what_to_lower(model_dir, tmp_path, capsys, monkeypat
     assert main(["sample", "--model", model_dir, "--classes", "0-3", "--out", str(tmp_path / "s"), "--batch-size",
                  "4", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert "out of memory on cpu decoding a batch of 4 images (estimated" in err and "lower --batch-size" in err
+    assert "out of memory on cpu decoding a batch of 4 images (planned" in err and "lower --batch-size" in err
 
 
 # -- errors in the command line's words ---------------------------------------------------------------------

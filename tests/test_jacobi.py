@@ -12,13 +12,11 @@ import random
 
 import pytest
 import torch
-from helpers import FAMILY_CASES, Recorder, ToyAR, caption_batch, tiny_gpt
+from helpers import FAMILY_CASES, Recorder, ToyAR
 from scipy.stats import chi2_contingency, chisquare
 from zipar.zipar_core import ZipARConfig, generate, sampling
 from zipar.zipar_core.config import resolve
 from zipar.zipar_core.layout import TokenLayout
-from zipar.zipar_core.models import registry
-from zipar.zipar_core.models.llamagen import LlamaGenAdapter
 from zipar.zipar_core.modes import count_passes
 from zipar.zipar_core.modes import get as get_mode
 from zipar.zipar_core.sampling import apply_guidance, probabilities

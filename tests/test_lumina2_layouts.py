@@ -74,8 +74,9 @@ def test_the_published_folder_loads_through_every_front_door(ref, tmp_path, monk
     check(load_model(folder, device="cpu"), ref)
 
     pipe = quiet(ZipARPipeline.from_pretrained(folder, device="cpu"))
-    assert pipe.config.target_size == 768
-    pipe.register_to_config(target_size=None)  # the tiny sizes are not its 768-px training sizes
+    assert pipe.config.model_options["target_size"] == 768
+    # the tiny sizes are not its 768-px training sizes
+    pipe.register_to_config(model_options={**pipe.config.model_options, "target_size": None})
     out = pipe(**CALL, guidance_scale=7.0, mode="fixed", window=2, temperature=0, output_type="codes")
     assert out.codes.tolist() == ref.expected[1].tolist()
 

@@ -238,7 +238,7 @@ def test_model_is_wrapped_for_comfy_memory_management(fake_comfy, monkeypatch):
     assert n == sum(p.numel() for m in (handle.adapter.gpt, handle.adapter.vq) for p in m.parameters())
     assert container.get_dtype() == torch.float32
     assert handle.load() is handle.adapter
-    assert fake_comfy.mm.loads == [([handle.patcher], {"force_full_load": True})]
+    assert fake_comfy.mm.loads == [([handle.patcher], {"memory_required": 0, "force_full_load": True})]
 
 
 def test_adapter_modules_skip_nested_and_reach_helpers():

@@ -19,7 +19,8 @@ from zipar.nodes.sampler import ZipARSampler
 from zipar.zipar_core.models import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = ("mode", "window", "guidance_scale", "temperature", "top_k", "top_p", "draft_length", "draft_init")
+SETTINGS = ("mode", "window", "guidance_scale", "temperature", "top_k", "top_p", "draft_length", "draft_init",
+            "draft_coupling", "draft_visibility")
 # the tiny random model of each family, and a call that fits it
 TINY = {
     "llamagen": ({}, {"class_labels": [3]}),

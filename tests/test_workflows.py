@@ -366,7 +366,7 @@ def test_layout_check_catches_the_reported_demo_layout():
     wf = load(os.path.join(FOLDER, "ZipAR Demo (no download).json"))
     nodes = {n["type"]: n for n in wf["nodes"]}
     nodes["SaveImage"].update(pos=[1140, 120], size=[420, 460])
-    nodes["ZipARModelLoader"].update(size=[360, 82], widgets_values=["zipar-demo (built-in, 10 shape classes)", "auto"])
+    nodes["ZipARModelLoader"].update(size=[360, 82], widgets_values=["zipar-demo (built-in, 10 shape classes)", "auto", "none"])
     problems = layout_problems(wf)
     assert any("SaveImage" in p and "past the edge" in p for p in problems)
     assert any("ZipARModelLoader" in p and "model_name widget" in p for p in problems)

@@ -1,6 +1,7 @@
 """How a model is loaded, said once for every loader: :class:`LoadOptions` (dtype, device, attention
-implementation, where the hub files come from). ``load_model``, each family's ``from_pretrained``, the original
-publishers' converters, ``ZipARPipeline.from_pretrained``, the command line and the ComfyUI loader take one object;
+implementation, quantization, where the hub files come from). ``load_model``, each family's ``from_pretrained``, the
+original publishers' converters, ``ZipARPipeline.from_pretrained``, the command line and the ComfyUI loader take one
+object;
 what only one family has (LlamaGen's ``vq_path``, Lumina-mGPT's ``vqgan``, ...) stays a keyword of that family's
 ``from_pretrained``, so a misspelt option is an error there, and nothing but hub options reaches the hub. No torch
 import.
@@ -10,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-# keyword spellings the faces accept for LoadOptions fields (diffusers and transformers say torch_dtype / dtype)
-ALIASES = {"torch_dtype": "dtype"}
+# keyword spellings the faces accept for LoadOptions fields (diffusers and transformers say torch_dtype / dtype, and
+# quantization_config for a BitsAndBytesConfig / PipelineQuantizationConfig)
+ALIASES = {"torch_dtype": "dtype", "quantization_config": "quantization"}
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,21 @@ class HubOptions:
 class LoadOptions:
     """dtype: the weights' dtype (``None``: the checkpoint's; LlamaGen files: float32); device: where the model
     runs (``None``: CUDA when available, else the CPU); attn_implementation: ``"sdpa"`` or ``"eager"`` (the 4-D
-    visibility masks ZipAR needs; flash-attention ignores them and is refused); hub: :class:`HubOptions`."""
+    visibility masks ZipAR needs; flash-attention ignores them and is refused); quantization: the transformer's
+    linear layers in ``"nf4"``, ``"fp4"`` or ``"int8"`` through bitsandbytes (also a ``BitsAndBytesConfig`` or a
+    ``PipelineQuantizationConfig``; parsed here into a :class:`~.quantization.Quantization`, None: full
+    precision); hub: :class:`HubOptions`."""
 
     dtype: Any = None
     device: Any = None
     attn_implementation: str = "sdpa"
+    quantization: Any = None
     hub: HubOptions = field(default_factory=HubOptions)
+
+    def __post_init__(self):
+        from .quantization import parse
+
+        object.__setattr__(self, "quantization", parse(self.quantization))
 
     @classmethod
     def split(cls, options: LoadOptions | None = None, **keywords) -> tuple[LoadOptions, dict]:
@@ -50,6 +61,10 @@ class LoadOptions:
         for key, value in keywords.items():
             name = ALIASES.get(key, key)
             if name in own or name in hub:
+                if name == "quantization":  # said in the words the caller used (quantization / quantization_config)
+                    from .quantization import parse
+
+                    value = parse(value, key)
                 if value is not None:
                     (mine if name in own else hubs)[name] = value
             else:

@@ -32,6 +32,10 @@ def load_model(path_or_id: str | os.PathLike, options: LoadOptions | None = None
     one the family does not take is a TypeError naming it.
     """
     options, parts = LoadOptions.split(options, **keywords)
+    if options.quantization is not None:  # bitsandbytes there, a device it runs on: said before anything is read
+        from ..quantization import check_available
+
+        check_available(device=options.torch_device())
     path = registry.builtin_path(path_or_id) or os.fspath(path_or_id)  # "demo": the embedded demo model
     if os.path.exists(path):
         family = registry.detect(path)
@@ -43,3 +47,11 @@ def load_model(path_or_id: str | os.PathLike, options: LoadOptions | None = None
 
         family = registry.family_for_config(read_config(path, options.hub), path)
     return registry.adapter_class(family.name).from_pretrained(path, options, **parts)
+
+
+def keep_unquantized(family: str, quantization=None) -> tuple[str, ...]:
+    """The module prefixes a family's transformer keeps in the compute dtype when quantized (its adapter's
+    ``keep_unquantized``: the image head the sampler reads, the image-token embedding path, the VQ model), plus a
+    setting's own ``skip``."""
+    own = tuple(registry.adapter_class(family).keep_unquantized)
+    return own + (tuple(quantization.skip) if quantization is not None else ())

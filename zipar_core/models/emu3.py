@@ -38,6 +38,7 @@ def calculate_generate_size(ratio: str, image_area: int, spatial_factor: int) ->
 class Emu3Adapter(VocabularyImageAdapter):
     family = "emu3"
     eol = True
+    keep_unquantized = ("lm_head", "model.vqmodel")  # quantization keeps the image head the sampler reads, and the VQ
 
     def __init__(self, model, tokenizer=None):
         model_attention(model)
@@ -85,7 +86,7 @@ class Emu3Adapter(VocabularyImageAdapter):
         from transformers import Emu3ForConditionalGeneration
 
         model = load_hf(Emu3ForConditionalGeneration, path_or_id, options, what="Emu3-Gen",
-                        published="huggingface.co/BAAI/Emu3-Gen-hf")
+                        published="huggingface.co/BAAI/Emu3-Gen-hf", family=cls.family)
         return cls(model, load_tokenizer(path_or_id, tokenizer, options.hub))
 
     def components(self) -> tuple[dict, dict]:

@@ -253,7 +253,7 @@ def load(folder: str, config: dict, options: LoadOptions, tokenizer=None, vision
         return text_files.where(original_text_name(name)), original_text_name(name)
 
     model = load_converted(Emu3ForConditionalGeneration, hf, sd, describe, options, what=f"{WHAT} in {folder}",
-                           fix=redownload_fix(f"{PUBLISHED} and {VQ_PUBLISHED}"))
+                           fix=redownload_fix(f"{PUBLISHED} and {VQ_PUBLISHED}"), family="emu3")
     gen = model.generation_config
     gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     return model, tok

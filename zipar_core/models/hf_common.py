@@ -100,22 +100,31 @@ def build_conditioning(cond_ids: list[list[int]], uncond_ids: list[list[int]] | 
 
 # -- loading ------------------------------------------------------------------------------------------
 
-def load_hf(model_cls, path_or_id: str, options: LoadOptions, what: str = "model", published: str = ""):
+def load_hf(model_cls, path_or_id: str, options: LoadOptions, what: str = "model", published: str = "",
+            family: str | None = None, config=None, allow_missing: str | None = None):
     """``model_cls.from_pretrained`` of a folder in transformers' own layout (or a hub id) with a checked
     attention implementation, in eval mode (Emu3's attention dropout defaults to 0.1), moved to ``device``.
 
     transformers fills a tensor the checkpoint lacks with random values and only logs it; here a missing or
     misshapen tensor is an error naming the file, and a sharded folder with a shard missing is refused before
-    anything is read. The model is built on CPU and moved to ``device`` only once it is complete."""
+    anything is read. The model is built on CPU and moved to ``device`` only once it is complete.
+
+    ``options.quantization``: transformers' bitsandbytes integration quantizes the linear layers outside the
+    family's ``keep_unquantized`` as they load, straight onto the device (``family`` names it). A folder saved
+    quantized loads as saved (its config.json says how); asking it for another quantization is refused.
+    ``config``: the config to build with (else the folder's); ``allow_missing``: a prefix of tensors the folder
+    may lack (a part the caller deletes after loading)."""
     from ..checkpoints import find_weight_files
 
     impl = check_attention(options.attn_implementation)
     local = os.path.isdir(path_or_id)
     weights = find_weight_files(path_or_id, what, published) if local else None
+    quantized = _quantized_loading(model_cls, path_or_id, options, family, config)
     model, info = model_cls.from_pretrained(path_or_id, dtype=options.torch_dtype("auto"), attn_implementation=impl,
                                             ignore_mismatched_sizes=True, output_loading_info=True,
-                                            **options.hub.download())
-    missing = sorted(info.get("missing_keys") or ())
+                                            **({"config": config} if config is not None else {}),
+                                            **quantized, **options.hub.download())
+    missing = sorted(k for k in info.get("missing_keys") or () if not (allow_missing and k.startswith(allow_missing)))
     mismatched = sorted(info.get("mismatched_keys") or ())
     if missing or mismatched:
         del model  # nothing half-loaded survives the error
@@ -127,7 +136,7 @@ def load_hf(model_cls, path_or_id: str, options: LoadOptions, what: str = "model
         raise CheckpointError(f"{what} in {path_or_id} does not load: " + "; ".join(lines)
                               + (f"; and {more} more" if more > 0 else "")
                               + f". Fix: {redownload_fix(published)}")
-    return model.to(options.torch_device()).eval()
+    return (model if quantized else model.to(options.torch_device())).eval()
 
 
 def redownload_fix(published: str = "") -> str:
@@ -136,12 +145,13 @@ def redownload_fix(published: str = "") -> str:
 
 
 def load_converted(model_cls, config, sd: dict[str, torch.Tensor], describe, options: LoadOptions, *, what: str,
-                   fix: str):
+                   fix: str, family: str | None = None):
     """A transformers model from a state dict already converted to its names (an original publisher's layout,
     converted in memory). Every tensor is checked against the model first, on the meta device: a missing
     tensor or a wrong shape is refused (``describe(name) -> (file, name in the file)`` says it in the file's
     words) before any weights are built, so a failed load leaves nothing behind. ``torch_dtype`` None keeps
-    the checkpoint's dtype."""
+    the checkpoint's dtype. ``options.quantization``: quantized after the conversion, layer by layer as
+    transformers loads the converted tensors (``family``'s ``keep_unquantized`` stay in the compute dtype)."""
     from ..checkpoints import check_tensors
 
     impl = check_attention(options.attn_implementation)
@@ -154,9 +164,50 @@ def load_converted(model_cls, config, sd: dict[str, torch.Tensor], describe, opt
     del reference
     check_tensors(expected, {k: tuple(v.shape) for k, v in sd.items()}, describe, fix, what)
     dtype = options.torch_dtype(checkpoint_dtype(sd))
+    quantized = _quantization_config(options, family, dtype)
     model = model_cls.from_pretrained(None, config=config, state_dict={k: sd[k] for k in expected}, dtype=dtype,
-                                      attn_implementation=impl)
-    return model.to(options.torch_device()).eval()
+                                      attn_implementation=impl, **quantized)
+    return (model if quantized else model.to(options.torch_device())).eval()
+
+
+def _quantization_config(options: LoadOptions, family: str | None, dtype) -> dict:
+    """``from_pretrained`` keywords that quantize the model as it loads (none without a quantization): the
+    family's ``BitsAndBytesConfig`` and the device to quantize onto, one layer at a time."""
+    q = options.quantization
+    if q is None:
+        return {}
+    from ..quantization import check_available
+    from . import keep_unquantized
+
+    if family is None:
+        raise ValueError("quantizing a transformers model needs its family (which modules stay unquantized)")
+    device = options.torch_device()
+    check_available(device=device)
+    return {"quantization_config": q.bnb_config(keep_unquantized(family, q), dtype), "device_map": {"": device}}
+
+
+def _quantized_loading(model_cls, path_or_id: str, options: LoadOptions, family: str | None, config=None) -> dict:
+    """What ``load_hf`` adds to ``from_pretrained`` for quantization: nothing for a full-precision load, the
+    device for a folder saved quantized (transformers reads its quantization_config; a different one asked for is
+    refused), else :func:`_quantization_config` in the compute dtype (the checkpoint's when "auto")."""
+    config = config if config is not None else model_cls.config_class.from_pretrained(path_or_id,
+                                                                                      **options.hub.download())
+    saved = getattr(config, "quantization_config", None)
+    q = options.quantization
+    if saved is not None:
+        from ..quantization import check_available, quantization_of
+
+        check_available(device=options.torch_device())
+        found = quantization_of(config)
+        if q is not None and q.method != found.method:
+            from ..errors import SettingError
+
+            raise SettingError("quantization", f"{{name}}={q.method!r} cannot apply: {path_or_id} is saved quantized "
+                                               f"as {found.method}; leave {{name}} unset (it loads as saved) or give "
+                                               f"{found.method}")
+        return {"device_map": {"": options.torch_device()}}
+    dtype = options.torch_dtype(None) or getattr(config, "dtype", None) or torch.float32
+    return _quantization_config(options, family, getattr(torch, dtype) if isinstance(dtype, str) else dtype)
 
 
 def checkpoint_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype:

@@ -38,6 +38,11 @@ def variant_of_name(path_or_id: str) -> str:
 class JanusAdapter(HFAdapter):
     family = "janus"
     eol = False
+    # what quantization leaves in the compute dtype (zipar_core.quantization): the image head the sampler reads,
+    # the image tokens' input path (embedding + aligner) and the VQ model; the text head and the understanding
+    # tower are never read while generating images, so they are quantized with the language model
+    keep_unquantized = ("model.generation_head", "model.generation_embeddings", "model.generation_aligner",
+                        "model.vqmodel")
 
     def __init__(self, model, tokenizer=None, variant: str | None = None):
         model_attention(model)  # refuse flash-attention before any work
@@ -88,7 +93,7 @@ class JanusAdapter(HFAdapter):
         from transformers import JanusForConditionalGeneration
 
         model = load_hf(JanusForConditionalGeneration, path_or_id, options, what="Janus-Pro",
-                        published="huggingface.co/deepseek-community/Janus-Pro-7B")
+                        published="huggingface.co/deepseek-community/Janus-Pro-7B", family=cls.family)
         return cls(model, load_tokenizer(path_or_id, tokenizer, options.hub), variant)
 
     def components(self) -> tuple[dict, dict]:

@@ -287,7 +287,7 @@ def load(folder: str, config: dict, options: LoadOptions, tokenizer=None):
         return weights.where(original_name(name)), original_name(name)
 
     model = load_converted(JanusForConditionalGeneration, hf, sd, describe, options, what=f"{WHAT} in {folder}",
-                           fix=redownload_fix(PUBLISHED))
+                           fix=redownload_fix(PUBLISHED), family="janus")
     gen = model.generation_config
     gen.bos_token_id, gen.eos_token_id = tok.bos_token_id, tok.eos_token_id
     gen.pad_token_id = tok.convert_tokens_to_ids(tags["pad_tag"])  # the unconditional rows' pad (generation_inference.py)

@@ -69,6 +69,7 @@ class LuminaAdapter(VocabularyImageAdapter):
     title = "Lumina-mGPT"  # in messages
     sized_title = "Lumina-mGPT-{size}"  # a checkpoint of one training size, in messages
     eol = True
+    keep_unquantized = ("lm_head", "model.vqmodel")  # quantization keeps the image head the sampler reads, and the VQ
 
     def __init__(self, model, tokenizer=None, vqgan=None, target_size: int | None = 768):
         model_attention(model)
@@ -120,7 +121,7 @@ class LuminaAdapter(VocabularyImageAdapter):
         from transformers import ChameleonForConditionalGeneration
 
         model = load_hf(ChameleonForConditionalGeneration, path_or_id, options, what="Lumina-mGPT",
-                        published=lumina_original.PUBLISHED)
+                        published=lumina_original.PUBLISHED, family=cls.family)
         if decoder is None:
             where = vqgan or (path_or_id if local else None)
             try:

@@ -148,6 +148,13 @@ def load(folder: str, config: dict, options: LoadOptions, tokenizer=None, vqgan=
         decoder = given if given is not None else load_movqgan(path)
     except ValueError as e:
         raise CheckpointError(str(e)) from None
+    if config.get("quantization_config"):  # saved quantized (zipar convert --quantize): transformers reads it as is
+        from .hf_common import load_hf
+
+        hf, own_vq = hf_config(config)
+        model = load_hf(ChameleonForConditionalGeneration, folder, options, what=WHAT, published=PUBLISHED,
+                        family="lumina2", config=hf, allow_missing=ENCODER)
+        return drop_image_encoder(model, own_vq), tok, decoder.to(options.torch_device()).eval()
     sd, origin, weights = read_weights(folder)
     sd, sources = convert_state_dict(sd, origin, config.get("num_attention_heads", 32),
                                      config.get("num_key_value_heads") or config.get("num_attention_heads", 32))
@@ -155,5 +162,5 @@ def load(folder: str, config: dict, options: LoadOptions, tokenizer=None, vqgan=
     options = replace(options, dtype=options.torch_dtype(checkpoint_dtype(sd)))
     model = load_converted(ChameleonForConditionalGeneration, hf, {**sd, **_encoder_placeholders(options.dtype)},
                            lambda name: sources.get(name, (weights.where(name), name)), options,
-                           what=f"{WHAT} in {folder}", fix=redownload_fix(PUBLISHED))
+                           what=f"{WHAT} in {folder}", fix=redownload_fix(PUBLISHED), family="lumina2")
     return drop_image_encoder(model, own_vq), tok, decoder.to(options.torch_device()).eval()

@@ -185,5 +185,5 @@ def load(folder: str, config: dict, options: LoadOptions, tokenizer=None, vqgan:
         return weights.where(name), name
 
     model = load_converted(ChameleonForConditionalGeneration, hf, sd, describe, options, what=f"{WHAT} in {folder}",
-                           fix=redownload_fix(f"{PUBLISHED}; Chameleon files: {CHAMELEON_PUBLISHED}"))
+                           fix=redownload_fix(f"{PUBLISHED}; Chameleon files: {CHAMELEON_PUBLISHED}"), family="lumina")
     return model, tok, decoder.to(options.torch_device()).eval()

@@ -17,7 +17,7 @@ from ...layout import TokenLayout
 from ...loading import LoadOptions
 from ...protocol import AdapterBase, Conditioning, Request
 from ..registry import Registered
-from .gpt import LlamaGenTransformer
+from .gpt import KEEP_UNQUANTIZED, LlamaGenTransformer
 from .loading import find_llamagen_files, find_vq_beside, load_llamagen_gpt, load_llamagen_vq
 from .vq import VQModel
 
@@ -27,6 +27,7 @@ _WARNED: set[tuple[int, int, int]] = set()  # grids already warned about (a side
 class LlamaGenAdapter(Registered, AdapterBase):
     family = "llamagen"
     decoder_setting = "vq_path"
+    keep_unquantized = KEEP_UNQUANTIZED  # the image head and the condition embedder (gpt.py)
 
     def __init__(self, gpt: LlamaGenTransformer, vq: VQModel | None = None, t5=None):
         self.gpt = gpt.eval()
@@ -80,7 +81,7 @@ class LlamaGenAdapter(Registered, AdapterBase):
                                           "checkpoint (e.g. vq_ds16_c2i.pt) beside it")
         return load_llamagen(path, vq_path, t5_path, dtype=options.torch_dtype(torch.float32),
                              device=options.torch_device(), image_size=image_size, preset=preset,
-                             **({"n_head": n_head} if n_head is not None else {}))
+                             quantization=options.quantization, **({"n_head": n_head} if n_head is not None else {}))
 
     def save_pretrained(self, folder: str, gpt_name: str = "gpt", vq_name: str = "vq_ds16") -> list[str]:
         """The GPT and the VQ as ``.safetensors`` (no pickle to read back), the GPT's ``n_head``, trained
@@ -90,7 +91,9 @@ class LlamaGenAdapter(Registered, AdapterBase):
 
         os.makedirs(folder, exist_ok=True)
         cfg = self.config
-        meta = {"n_head": str(cfg.n_head), "pixels_per_token": str(self.pixels_per_token)}
+        from ...quantization import saved_metadata
+
+        meta = {"n_head": str(cfg.n_head), "pixels_per_token": str(self.pixels_per_token), **saved_metadata(self.gpt)}
         if self.default_size:
             meta["image_size"] = str(self.default_size[0])
         if cfg.variant:

@@ -18,6 +18,9 @@ from torch import nn
 from ..registry import LLAMAGEN_PRESETS as PRESETS  # name -> (n_layer, n_head, dim)
 
 T2I_TOKENS = 120  # FLAN-T5 caption length the t2i models were trained with
+# what quantization leaves in the compute dtype (zipar_core.quantization): the image head the sampler reads and the
+# condition embedder (class table, caption projection); LlamaGenAdapter.keep_unquantized
+KEEP_UNQUANTIZED = ("output", "cls_embedding")
 
 
 def find_multiple(n: int, k: int) -> int:

@@ -27,7 +27,7 @@ from ...checkpoints import (
 )
 from ...errors import SettingError
 from ...model_files import is_checkpoint, is_vq_checkpoint, llamagen_parts
-from .gpt import PRESETS, LlamaGenConfig, LlamaGenTransformer
+from .gpt import KEEP_UNQUANTIZED, PRESETS, LlamaGenConfig, LlamaGenTransformer
 from .vq import VQConfig, VQModel
 
 PIXELS_PER_TOKEN = 16
@@ -246,21 +246,40 @@ def _config_metadata(path: str) -> dict:
     variant = meta.get("variant")
     if variant:
         out["variant"] = variant
+    from ...quantization import METADATA_KEY
+
+    if meta.get(METADATA_KEY):  # saved quantized: the setting and the real shapes of the packed weights
+        out["quantization"] = {METADATA_KEY: meta[METADATA_KEY]}
     return out
 
 
 def load_llamagen_gpt(path, preset: str | None = None, model_type: str | None = None,
                       image_size: int | None = None, dtype: torch.dtype = torch.float32,
                       device: torch.device | str = "cpu", pixels_per_token: int | None = None,
-                      **overrides) -> LlamaGenTransformer:
+                      quantization=None, **overrides) -> LlamaGenTransformer:
     """Official GPT checkpoint (``.pt`` with weights under "model", raw FSDP, or ``.safetensors``) -> model in eval.
 
     ``pixels_per_token``: side of one token in pixels (16 for VQ-16), used with ``image_size``; None: the
     file's metadata, else 16. ``device="meta"``: the model with its configuration and no weights (read from
-    the file's header in seconds, with the same checks), to check a request before loading."""
+    the file's header in seconds, with the same checks), to check a request before loading.
+    ``quantization`` (a ``zipar_core.quantization.Quantization``): the linear layers outside the adapter's
+    ``keep_unquantized`` quantized through bitsandbytes once loaded, layer by layer onto ``device``. A file
+    saved quantized (``LlamaGenAdapter.save_pretrained`` of a quantized model) loads as saved."""
+    from ...quantization import check_available, logical_shapes, parse, read_saved
+
     on_meta = torch.device(device).type == "meta"  # the configuration only: shapes read, no weights
+    quantization = parse(quantization)
+    try:
+        meta = _config_metadata(os.fspath(path))  # a header: read before any weight
+    except CheckpointError:
+        raise
+    except Exception:  # noqa: BLE001 -- a broken header: reading the file below says what is wrong with it
+        meta = {}
+    saved, shapes = read_saved(meta.get("quantization"))
+    if (saved or quantization) is not None and not on_meta:
+        check_available(device=device)
     path, sd = _read(path, on_meta)
-    meta = _config_metadata(path)
+    packed, sd = sd, logical_shapes(sd, shapes) if saved else sd  # the configuration is read off the real shapes
     if image_size is None:
         image_size = meta.get("image_size")
     if pixels_per_token is None:
@@ -278,7 +297,37 @@ def load_llamagen_gpt(path, preset: str | None = None, model_type: str | None = 
     with torch.device("meta"):  # no random init of billions of weights; the file supplies every tensor
         model = LlamaGenTransformer(cfg)
     _load_strict(model, sd, path, f"LlamaGen GPT ({cfg.model_type}, {cfg.n_layer} layers, dim {cfg.dim})")
+    if saved or quantization is not None:
+        return _quantized(model, packed, path, saved, quantization, dtype, device, on_meta)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _quantized(model: LlamaGenTransformer, packed: dict, path: str, saved, quantization, dtype, device,
+               on_meta: bool) -> LlamaGenTransformer:
+    """The GPT with bitsandbytes layers: from a file saved quantized (``saved``: its setting; another one asked
+    for is refused), or quantized now, layer by layer onto ``device``. On the meta device only the setting is
+    recorded (the configuration-only adapter of the command line's checks and memory plan)."""
+    from ...quantization import load_prequantized, quantize_linears
+
+    if saved is not None and quantization is not None and quantization.method != saved.method:
+        raise SettingError("quantization", f"{{name}}={quantization.method!r} cannot apply: {path} is saved quantized "
+                                           f"as {saved.method}; leave {{name}} unset (it loads as saved) or give "
+                                           f"{saved.method}")
+    setting = saved or quantization
+    if on_meta:
+        model = model.to(dtype)
+        model.zipar_quantization = setting
+        return model.eval()
+    keep = KEEP_UNQUANTIZED + tuple(setting.skip)
+    if saved is not None:
+        with torch.device("meta"):
+            model = LlamaGenTransformer(model.config)
+        load_prequantized(model, {k: v for k, v in packed.items() if not _DERIVED_GPT_KEY.match(k)}, saved, keep,
+                          device, dtype)
+        model.zipar_quantization = saved
+        return model.to(device).eval()
+    quantize_linears(model.to(dtype), setting, keep, device, dtype)
+    return model.to(device).eval()
 
 
 def load_llamagen_vq(path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
