@@ -1,19 +1,28 @@
 """The wheel ships every Python package of the repository (CI installs it with `pip install .`, not editable)."""
 
+import subprocess
 import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = {"tests", "benchmarks", "workflows", "docs", ".venv", ".ci", "shared"}
+NOT_SHIPPED = {"tests", "benchmarks"}
+
+
+def package_folders() -> set[str]:
+    """Every folder with an __init__.py that git tracks (a build/ or .venv/ beside the sources is not ours)."""
+    files = subprocess.run(["git", "ls-files", "*__init__.py"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    found = set()
+    for f in files:
+        parts = Path(f).parent.parts
+        if parts and parts[0] in NOT_SHIPPED:
+            continue
+        found.add(".".join(("zipar",) + parts))
+    return found
 
 
 def test_every_package_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = set()
-    for init in ROOT.rglob("__init__.py"):
-        parts = init.parent.relative_to(ROOT).parts
-        if parts and (parts[0] in SKIP or parts[0].startswith(".")):
-            continue
-        found.add(".".join(("zipar",) + parts))
-    missing = sorted(found - listed)
+    missing = sorted(package_folders() - listed)
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
+    assert "zipar.zipar_core.modes" in package_folders()
