@@ -82,11 +82,14 @@ class AttnBlock(nn.Module):
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        y = self.norm(x)
+        return x + self.attend(self.norm(x))
+
+    def attend(self, y):
+        """Attention of the normed map y over its own h*w positions, projected (shared by MoVQGAN's block)."""
+        b, c, h, w = y.shape
         q, k, v = (m(y).reshape(b, 1, c, h * w).transpose(2, 3) for m in (self.q, self.k, self.v))  # (b, 1, hw, c)
         a = F.scaled_dot_product_attention(q, k, v)  # scale c ** -0.5, as taming's
-        return x + self.proj_out(a.transpose(2, 3).reshape(b, c, h, w))
+        return self.proj_out(a.transpose(2, 3).reshape(b, c, h, w))
 
 
 class Upsample(nn.Module):

@@ -28,6 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .chameleon_vqgan import AttnBlock as _ChameleonAttn
+from .chameleon_vqgan import Upsample, _Level  # the same modules under the same key names
+
 PUBLISHED = "huggingface.co/ai-forever/MoVQGAN (file movqgan_270M.ckpt)"
 DECODER_PREFIXES = ("quantize.embedding.", "post_quant_conv.", "decoder.")
 FILE_NAMES = ("movqgan.safetensors", "movqgan_270M.safetensors", "movqgan_270M.ckpt")  # preferred first
@@ -82,34 +85,18 @@ class ResnetBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head attention over all h*w positions, scale c ** -0.5 (MoVQ's bmm + softmax)."""
+    """Single-head attention over all h*w positions, scale c ** -0.5 (MoVQ's bmm + softmax); Chameleon's VQGAN
+    block with the norm conditioned on zq."""
 
     def __init__(self, c: int, zq_channels: int):
         super().__init__()
         self.norm = SpatialNorm(c, zq_channels)
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
 
+    attend = _ChameleonAttn.attend
+
     def forward(self, x, zq):
-        b, c, h, w = x.shape
-        y = self.norm(x, zq)
-        q, k, v = (m(y).reshape(b, 1, c, h * w).transpose(2, 3) for m in (self.q, self.k, self.v))  # (b, 1, hw, c)
-        a = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj_out(a.transpose(2, 3).reshape(b, c, h, w))
-
-
-class Upsample(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
-class _Level(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.block, self.attn = nn.ModuleList(), nn.ModuleList()
+        return x + self.attend(self.norm(x, zq))
 
 
 class Decoder(nn.Module):
