@@ -1,7 +1,8 @@
 """Claim files: processes sampling into one folder share the work instead of each making every image.
 
-Before making an image a process creates ``.claims/NNNNNN`` with ``O_CREAT | O_EXCL`` (atomic on local
-and NFS v3+ file systems); a process that finds the file skips that image. A claim holds the claimer's
+Before making an image a process writes its claim to a temporary file and links it to ``.claims/NNNNNN``
+(``link`` fails when the name exists: atomic on local and NFS v3+ file systems, and a claim is never seen
+half-written); a process that finds the file skips that image. A claim holds the claimer's
 host, pid and process start time; it is removed when the image is written, and by the claimer on any way
 out (Ctrl-C, an error). A claim left by a process that died is taken over: on the same host when that
 process no longer runs, from another host when the claim was not refreshed (the claimer touches its claims
@@ -50,24 +51,29 @@ class Claims:
         return os.path.join(self.dir, f"{index:06d}")
 
     def take(self, index: int) -> bool:
-        """Claim image ``index``; False when another live process holds it."""
+        """Claim image ``index``; False when another live process holds it. The claim is written whole to a
+        temporary file first and linked into place (``link`` fails if the claim exists: as exclusive as O_EXCL),
+        so a process killed at any moment leaves no empty claim that looks alive."""
         path = self._path(index)
-        for _ in range(2):
+        tmp = os.path.join(self.dir, f".{index:06d}.{self.me['host']}.{self.me['pid']}.claim.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({**self.me, "time": time.time()}, f)
+            for _ in range(2):
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    if not self._take_over(path):
+                        return False
+                    continue
+                self.held.add(index)
+                return True
+            return False
+        finally:  # on a full disk too: no claim and no temporary file left behind
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._take_over(path):
-                    return False
-                continue
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump({**self.me, "time": time.time()}, f)
-            except BaseException:  # a full disk: no empty claim left behind to block the image
-                os.unlink(path)
-                raise
-            self.held.add(index)
-            return True
-        return False
+                os.unlink(tmp)
+            except OSError:
+                pass
 
     def _take_over(self, path: str) -> bool:
         """Remove a stale claim (its owner died); True if it was stale and is gone."""

@@ -305,6 +305,7 @@ def _make(pipe, checked, source, args, folder, kind, items, total, rank, world, 
     finally:
         claims.release_all()
         try:
+            remove_dead_temps(claims.dir)  # a claim's temporary file left by a process killed while writing it
             os.rmdir(claims.dir)  # gone once no process holds a claim
         except OSError:
             pass
