@@ -459,7 +459,11 @@ def merge_features(paths: list[str]):
     for path in paths[1:]:
         r2, p2, f2, l2, m2, i2 = load_features(path)
         same = ("samples", "seed", "real", "sampling")
-        if {k: meta.get(k) for k in same} != {k: m2.get(k) for k in same} or not np.array_equal(l2, real_labels):
+
+        def protocol(m):  # files written before the seed was recorded used the default seed, 0
+            return {k: m.get(k, 0 if k == "seed" else None) for k in same}
+
+        if protocol(meta) != protocol(m2) or not np.array_equal(l2, real_labels):
             raise SystemExit(f"--rescore: {path} was made with another protocol than {paths[0]} "
                              f"({', '.join(same)} must match)")
         for r in r2:
